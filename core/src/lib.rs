@@ -1,0 +1,29 @@
+//! Domain types, provider traits, errors and the provider registry of the managed Velero operator.
+//!
+//! This crate is the contract between the operator and the clouds. It knows nothing about
+//! Kubernetes and links no cloud SDK: a provider crate implements [`Platform`], [`ObjectStore`] and
+//! [`CredentialSource`] for one cloud and registers itself with [`register_provider!`]; the operator
+//! asks the [`registry`] for the platform named by the cluster's `Infrastructure` object.
+
+pub mod bucket;
+pub mod credentials;
+pub mod error;
+pub mod owner;
+pub mod platform;
+pub mod registry;
+pub mod velero;
+
+pub use bucket::{
+    BucketReport, BucketSpec, BucketState, Encryption, LifecycleAction, LifecycleRule, PublicAccessBlock,
+    Recovery, Setting, Tags,
+};
+pub use credentials::{Credential, CredentialMaterial, CredentialSource, Secret, StaticCredentialSource};
+pub use error::{Error, Result};
+pub use owner::Owner;
+pub use platform::{Capabilities, ObjectStore, ObjectStoreExt, Platform, ProviderConfig};
+pub use registry::{ProviderRegistration, Registry, RegistryError};
+pub use velero::{CredentialsWiring, LocationConfig};
+
+/// Re-exported so that [`register_provider!`] works in crates that do not depend on `inventory`.
+#[doc(hidden)]
+pub use inventory;

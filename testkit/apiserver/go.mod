@@ -1,0 +1,3 @@
+module mvo-test-apiserver
+
+go 1.25
