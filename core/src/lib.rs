@@ -11,6 +11,7 @@ pub mod error;
 pub mod owner;
 pub mod platform;
 pub mod registry;
+pub mod unsupported;
 pub mod velero;
 
 pub use bucket::{
@@ -22,6 +23,7 @@ pub use error::{Error, Result};
 pub use owner::Owner;
 pub use platform::{Capabilities, ObjectStore, ObjectStoreExt, Platform, ProviderConfig};
 pub use registry::{ProviderRegistration, Registry, RegistryError};
+pub use unsupported::Unsupported;
 pub use velero::{CredentialsWiring, LocationConfig};
 
 /// Re-exported so that [`register_provider!`] works in crates that do not depend on `inventory`.

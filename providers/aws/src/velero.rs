@@ -1,0 +1,152 @@
+//! What Velero needs on AWS: BSL/VSL config, the CredentialsRequest provider spec for Velero's
+//! own least-privilege access, the plugin image and how the credentials reach the container.
+
+use std::collections::BTreeMap;
+
+use mvo_core::{CredentialsWiring, LocationConfig};
+use serde_json::json;
+
+/// Pinned image of Velero's AWS plugin.
+pub const VELERO_PLUGIN_IMAGE: &str = "docker.io/velero/velero-plugin-for-aws:v1.13.0";
+
+/// Where the Velero credentials secret is mounted in the Velero container.
+const CREDENTIALS_MOUNT: &str = "/credentials";
+
+/// An AWS partition, which decides the ARN prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partition {
+    /// Commercial regions.
+    Aws,
+    /// China regions (`cn-*`).
+    AwsCn,
+    /// GovCloud regions (`us-gov-*`).
+    AwsUsGov,
+}
+
+impl Partition {
+    /// The partition a region belongs to.
+    pub fn of_region(region: &str) -> Self {
+        if region.starts_with("cn-") {
+            Partition::AwsCn
+        } else if region.starts_with("us-gov-") {
+            Partition::AwsUsGov
+        } else {
+            Partition::Aws
+        }
+    }
+
+    /// The partition's ARN component.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Partition::Aws => "aws",
+            Partition::AwsCn => "aws-cn",
+            Partition::AwsUsGov => "aws-us-gov",
+        }
+    }
+}
+
+pub(crate) fn location_config(region: &str, bucket: &str) -> LocationConfig {
+    let region_config = BTreeMap::from([("region".to_owned(), region.to_owned())]);
+    LocationConfig {
+        provider: "aws".into(),
+        bucket: bucket.into(),
+        backup_config: region_config.clone(),
+        snapshot_config: region_config,
+    }
+}
+
+/// `AWSProviderSpec` with exactly what Velero does: EBS volume/snapshot calls, object calls in
+/// the bucket, listing the bucket.
+pub(crate) fn credentials_request_spec(partition: Partition, bucket: &str) -> serde_json::Value {
+    let bucket_arn = format!("arn:{}:s3:::{bucket}", partition.as_str());
+    json!({
+        "apiVersion": "cloudcredential.openshift.io/v1",
+        "kind": "AWSProviderSpec",
+        "statementEntries": [
+            {
+                "effect": "Allow",
+                "action": [
+                    "ec2:DescribeVolumes",
+                    "ec2:DescribeSnapshots",
+                    "ec2:CreateTags",
+                    "ec2:CreateVolume",
+                    "ec2:CreateSnapshot",
+                    "ec2:DeleteSnapshot"
+                ],
+                "resource": "*"
+            },
+            {
+                "effect": "Allow",
+                "action": [
+                    "s3:GetObject",
+                    "s3:DeleteObject",
+                    "s3:PutObject",
+                    "s3:AbortMultipartUpload",
+                    "s3:ListMultipartUploadParts"
+                ],
+                "resource": format!("{bucket_arn}/*")
+            },
+            {
+                "effect": "Allow",
+                "action": ["s3:ListBucket"],
+                "resource": bucket_arn
+            }
+        ]
+    })
+}
+
+/// The cloud credential operator writes a shared-credentials file under key `credentials` in both
+/// key and STS modes, so pointing the SDK at that file covers both.
+pub(crate) fn credentials_wiring() -> CredentialsWiring {
+    CredentialsWiring {
+        mount_path: CREDENTIALS_MOUNT.into(),
+        env: vec![("AWS_SHARED_CREDENTIALS_FILE".into(), format!("{CREDENTIALS_MOUNT}/credentials"))],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_follow_the_region() {
+        assert_eq!(Partition::of_region("eu-west-1"), Partition::Aws);
+        assert_eq!(Partition::of_region("cn-northwest-1"), Partition::AwsCn);
+        assert_eq!(Partition::of_region("us-gov-west-1"), Partition::AwsUsGov);
+    }
+
+    #[test]
+    fn bucket_arns_carry_the_partition() {
+        for (partition, prefix) in [
+            (Partition::Aws, "arn:aws:"),
+            (Partition::AwsCn, "arn:aws-cn:"),
+            (Partition::AwsUsGov, "arn:aws-us-gov:"),
+        ] {
+            let spec = credentials_request_spec(partition, "bkt");
+            let statements = spec["statementEntries"].as_array().expect("statements");
+            assert_eq!(statements[1]["resource"], format!("{prefix}s3:::bkt/*"));
+            assert_eq!(statements[2]["resource"], format!("{prefix}s3:::bkt"));
+            assert_eq!(statements[0]["resource"], "*");
+        }
+    }
+
+    #[test]
+    fn velero_gets_no_bucket_administration() {
+        let spec = credentials_request_spec(Partition::Aws, "bkt");
+        let actions: Vec<&str> = spec["statementEntries"]
+            .as_array()
+            .expect("statements")
+            .iter()
+            .flat_map(|s| s["action"].as_array().expect("actions").iter().filter_map(|a| a.as_str()))
+            .collect();
+        assert!(actions.iter().all(|a| !a.contains("Bucket") || *a == "s3:ListBucket"), "{actions:?}");
+    }
+
+    #[test]
+    fn locations_carry_the_region() {
+        let config = location_config("eu-west-1", "bkt");
+        assert_eq!(config.provider, "aws");
+        assert_eq!(config.backup_config.get("region").map(String::as_str), Some("eu-west-1"));
+        assert_eq!(config.snapshot_config, config.backup_config);
+    }
+}

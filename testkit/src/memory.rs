@@ -1,0 +1,473 @@
+//! [`InMemoryPlatform`]: a faithful in-memory provider.
+//!
+//! One [`InMemoryCloud`] holds the buckets of every account; each platform acts as one account in
+//! one region. It follows the rules real clouds impose on the operator: bucket names are global,
+//! another account's bucket refuses inspection, listing spans regions, unreadable buckets exist,
+//! and faults can be injected per call. It counts reads and writes per operation, like the
+//! metering decorators of the real providers, so tests can assert "no writes in steady state".
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use async_trait::async_trait;
+use mvo_core::{
+    BucketReport, BucketSpec, BucketState, Capabilities, CredentialSource, CredentialsWiring, Encryption,
+    Error, LifecycleRule, LocationConfig, ObjectStore, Owner, Platform, PublicAccessBlock, Recovery, Result,
+    Setting, StaticCredentialSource, Tags, owner::INFRASTRUCTURE_NAME_TAG,
+};
+
+use crate::contract::{Backdoor, Fault};
+
+/// The platform name the in-memory provider reports.
+pub const PLATFORM: &str = "InMemory";
+/// The account an [`InMemoryPlatform::new`] platform acts as.
+pub const DEFAULT_ACCOUNT: &str = "self";
+
+#[derive(Debug, Clone)]
+struct StoredBucket {
+    account: String,
+    state: BucketState,
+    objects: BTreeSet<String>,
+    /// Listed, but every inspection is refused (a bucket policy denying us).
+    refuses_inspection: bool,
+}
+
+#[derive(Debug, Default)]
+struct CloudState {
+    buckets: BTreeMap<String, StoredBucket>,
+    faults: Vec<Fault>,
+    calls: BTreeMap<&'static str, u64>,
+}
+
+/// Whether an operation reads or writes, for [`InMemoryCloud::reads`] / [`InMemoryCloud::writes`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CallKind {
+    Read,
+    Write,
+}
+
+const READS: [&str; 3] = ["ListBuckets", "HeadBucket", "GetBucketSettings"];
+
+/// The shared state of an in-memory cloud: buckets of every account, injected faults, call counts.
+#[derive(Debug, Clone, Default)]
+pub struct InMemoryCloud {
+    state: Arc<Mutex<CloudState>>,
+}
+
+impl InMemoryCloud {
+    /// An empty cloud.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, CloudState> {
+        // A test that panicked while holding the lock has already failed; keep serving the rest.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Number of calls of `operation` so far (e.g. `PutBucketTagging`).
+    pub fn calls(&self, operation: &str) -> u64 {
+        self.lock().calls.get(operation).copied().unwrap_or(0)
+    }
+
+    /// Total read calls so far.
+    pub fn reads(&self) -> u64 {
+        self.sum(CallKind::Read)
+    }
+
+    /// Total write calls so far.
+    pub fn writes(&self) -> u64 {
+        self.sum(CallKind::Write)
+    }
+
+    fn sum(&self, kind: CallKind) -> u64 {
+        let is_read = |op: &str| READS.contains(&op);
+        self.lock()
+            .calls
+            .iter()
+            .filter(|(op, _)| is_read(op) == (kind == CallKind::Read))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Makes the next call of any operation fail with `fault` (faults queue up, one per call).
+    pub fn inject(&self, fault: Fault) {
+        self.lock().faults.push(fault);
+    }
+
+    /// The names of every bucket of every account.
+    pub fn bucket_names(&self) -> Vec<String> {
+        self.lock().buckets.keys().cloned().collect()
+    }
+
+    /// A copy of a bucket's settings as stored, whoever owns it.
+    pub fn bucket(&self, name: &str) -> Option<BucketState> {
+        self.lock().buckets.get(name).map(|b| b.state.clone())
+    }
+
+    /// Creates a bucket owned by `account` in `region` with `tags` and no hardening at all.
+    pub fn insert_bucket(&self, account: &str, name: &str, region: &str, tags: Tags) {
+        let state = BucketState {
+            name: name.into(),
+            region: region.into(),
+            encryption: None,
+            public_access: PublicAccessBlock::default(),
+            lifecycle: Vec::new(),
+            tags,
+        };
+        let bucket = StoredBucket {
+            account: account.into(),
+            state,
+            objects: BTreeSet::new(),
+            refuses_inspection: false,
+        };
+        self.lock().buckets.insert(name.into(), bucket);
+    }
+
+    /// Changes a stored bucket out of band, bypassing every rule and counter.
+    ///
+    /// Errors: [`Error::NotFound`] when there is no such bucket.
+    pub fn tamper(&self, name: &str, change: impl FnOnce(&mut BucketState)) -> Result<()> {
+        let mut state = self.lock();
+        let bucket = state.buckets.get_mut(name).ok_or_else(|| Error::bucket_not_found(name))?;
+        change(&mut bucket.state);
+        Ok(())
+    }
+
+    fn with_bucket<T>(&self, name: &str, f: impl FnOnce(&mut StoredBucket) -> T) -> Result<T> {
+        let mut state = self.lock();
+        let bucket = state.buckets.get_mut(name).ok_or_else(|| Error::bucket_not_found(name))?;
+        Ok(f(bucket))
+    }
+}
+
+/// The in-memory provider: one account of an [`InMemoryCloud`] in one region.
+#[derive(Debug, Clone)]
+pub struct InMemoryPlatform {
+    store: Arc<InMemoryStore>,
+}
+
+impl InMemoryPlatform {
+    /// A platform acting as account [`DEFAULT_ACCOUNT`] in `region` of a fresh cloud.
+    pub fn new(region: &str) -> Self {
+        Self::in_cloud(InMemoryCloud::new(), DEFAULT_ACCOUNT, region)
+    }
+
+    /// A platform acting as `account` in `region` of an existing cloud.
+    pub fn in_cloud(cloud: InMemoryCloud, account: &str, region: &str) -> Self {
+        let store = InMemoryStore { cloud, account: account.into(), region: region.into() };
+        InMemoryPlatform { store: Arc::new(store) }
+    }
+
+    /// The cloud this platform lives in.
+    pub fn cloud(&self) -> &InMemoryCloud {
+        &self.store.cloud
+    }
+
+    /// The account this platform acts as.
+    pub fn account(&self) -> &str {
+        &self.store.account
+    }
+}
+
+impl Platform for InMemoryPlatform {
+    fn name(&self) -> &'static str {
+        PLATFORM
+    }
+
+    fn region(&self) -> &str {
+        &self.store.region
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
+    }
+
+    fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    fn credential_source(&self) -> Arc<dyn CredentialSource> {
+        Arc::new(StaticCredentialSource::access_key("in-memory", "in-memory-secret"))
+    }
+
+    fn location_config(&self, bucket: &str) -> LocationConfig {
+        let region = BTreeMap::from([("region".to_owned(), self.store.region.clone())]);
+        LocationConfig {
+            provider: "aws".into(),
+            bucket: bucket.into(),
+            backup_config: region.clone(),
+            snapshot_config: region,
+        }
+    }
+
+    fn velero_credentials_request(&self, bucket: &str) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "cloudcredential.openshift.io/v1",
+            "kind": "AWSProviderSpec",
+            "statementEntries": [{
+                "effect": "Allow",
+                "action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"],
+                "resource": format!("arn:aws:s3:::{bucket}/*"),
+            }],
+        })
+    }
+
+    fn velero_plugin_image(&self) -> &str {
+        "docker.io/velero/velero-plugin-for-aws:v1.13.0"
+    }
+
+    fn velero_credentials(&self) -> CredentialsWiring {
+        CredentialsWiring {
+            mount_path: "/credentials".into(),
+            env: vec![("AWS_SHARED_CREDENTIALS_FILE".into(), "/credentials/credentials".into())],
+        }
+    }
+}
+
+/// The [`ObjectStore`] of one account.
+#[derive(Debug)]
+struct InMemoryStore {
+    cloud: InMemoryCloud,
+    account: String,
+    region: String,
+}
+
+impl InMemoryStore {
+    /// Counts a call and fails it if a fault is queued.
+    fn call(&self, state: &mut CloudState, operation: &'static str) -> Result<()> {
+        *state.calls.entry(operation).or_default() += 1;
+        if state.faults.is_empty() { Ok(()) } else { Err(state.faults.remove(0).to_error(operation)) }
+    }
+
+    fn denied(operation: &str, name: &str) -> Error {
+        Error::PermissionDenied {
+            operation: operation.into(),
+            message: format!("access to bucket {name:?} denied"),
+        }
+    }
+
+    /// Reads one of our buckets, enforcing ownership and inspection rules.
+    fn read(&self, state: &mut CloudState, name: &str) -> Result<BucketState> {
+        self.call(state, "GetBucketSettings")?;
+        match state.buckets.get(name) {
+            None => Err(Error::bucket_not_found(name)),
+            Some(b) if b.account != self.account || b.refuses_inspection => {
+                Err(Self::denied("GetBucketSettings", name))
+            }
+            Some(b) => Ok(b.state.clone()),
+        }
+    }
+
+    fn write(&self, state: &mut CloudState, name: &str, setting: Setting, spec: &BucketSpec) -> Result<()> {
+        let operation = match setting {
+            Setting::Encryption => "PutBucketEncryption",
+            Setting::PublicAccess => "PutPublicAccessBlock",
+            Setting::Lifecycle => "PutBucketLifecycle",
+            Setting::Tags => "PutBucketTagging",
+        };
+        self.call(state, operation)?;
+        let bucket = state.buckets.get_mut(name).ok_or_else(|| Error::bucket_not_found(name))?;
+        let current = &mut bucket.state;
+        match setting {
+            Setting::Encryption => current.encryption = Some(spec.encryption.clone()),
+            Setting::PublicAccess => current.public_access = PublicAccessBlock::ALL_BLOCKED,
+            Setting::Lifecycle => {
+                current.lifecycle =
+                    spec.merge_lifecycle(&current.lifecycle).unwrap_or(current.lifecycle.clone())
+            }
+            Setting::Tags => current.tags = spec.merge_tags(&current.tags).unwrap_or(current.tags.clone()),
+        }
+        Ok(())
+    }
+
+    fn create(&self, state: &mut CloudState, spec: &BucketSpec) -> Result<BucketState> {
+        self.call(state, "CreateBucket")?;
+        let created = BucketState {
+            name: spec.name.clone(),
+            region: spec.region.clone(),
+            encryption: Some(spec.encryption.clone()),
+            public_access: PublicAccessBlock::ALL_BLOCKED,
+            lifecycle: spec.managed_lifecycle(),
+            tags: spec.owner.tags(),
+        };
+        let bucket = StoredBucket {
+            account: self.account.clone(),
+            state: created.clone(),
+            objects: BTreeSet::new(),
+            refuses_inspection: false,
+        };
+        state.buckets.insert(spec.name.clone(), bucket);
+        Ok(created)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for InMemoryStore {
+    async fn find_bucket(&self, owner: &Owner) -> Result<Recovery> {
+        let mut state = self.cloud.lock();
+        self.call(&mut state, "ListBuckets")?;
+        let mut matches = Vec::new();
+        let mut skipped = 0;
+        for bucket in state.buckets.values() {
+            if bucket.account != self.account || bucket.state.region != self.region {
+                continue;
+            }
+            if bucket.refuses_inspection {
+                skipped += 1;
+            } else if owner.owns_tags(&bucket.state.tags) {
+                matches.push(bucket.state.name.clone());
+            }
+        }
+        Ok(Recovery::from_matches(matches, skipped))
+    }
+
+    async fn ensure_bucket(&self, spec: &BucketSpec) -> Result<BucketReport> {
+        let mut state = self.cloud.lock();
+        self.call(&mut state, "HeadBucket")?;
+        let existing = match state.buckets.get(&spec.name) {
+            None => None,
+            Some(b) if b.account != self.account => {
+                return Err(Error::AlreadyOwnedByOther { bucket: spec.name.clone() });
+            }
+            Some(_) => Some(self.read(&mut state, &spec.name)?),
+        };
+        let Some(current) = existing else {
+            let created = self.create(&mut state, spec)?;
+            return Ok(BucketReport { created: true, corrected: Vec::new(), state: created });
+        };
+        if let Some(claimant) = Owner::claimed_by(&current.tags)
+            && claimant != spec.owner.infrastructure_name
+        {
+            return Err(Error::AlreadyOwnedByOther { bucket: spec.name.clone() });
+        }
+        let corrected = current.drift(spec, false);
+        for setting in &corrected {
+            self.write(&mut state, &spec.name, *setting, spec)?;
+        }
+        let now = state.buckets.get(&spec.name).map(|b| b.state.clone()).ok_or_else(|| {
+            // Only reachable if a concurrent test deleted the bucket between calls under the lock.
+            Error::bucket_not_found(&spec.name)
+        })?;
+        Ok(BucketReport { created: false, corrected, state: now })
+    }
+
+    async fn observe_bucket(&self, name: &str) -> Result<BucketState> {
+        let mut state = self.cloud.lock();
+        self.read(&mut state, name)
+    }
+}
+
+#[async_trait]
+impl Backdoor for InMemoryPlatform {
+    async fn create_plain_bucket(&self, name: &str, region: &str, tags: Tags) -> Result<()> {
+        self.cloud().insert_bucket(self.account(), name, region, tags);
+        Ok(())
+    }
+
+    async fn create_foreign_account_bucket(&self, name: &str) -> Result<()> {
+        let tags = Tags::from([(INFRASTRUCTURE_NAME_TAG.to_owned(), "someone-else".to_owned())]);
+        self.cloud().insert_bucket("another-account", name, self.region(), tags);
+        Ok(())
+    }
+
+    async fn set_encryption(&self, name: &str, encryption: Option<Encryption>) -> Result<()> {
+        self.cloud().tamper(name, |b| b.encryption = encryption)
+    }
+
+    async fn set_public_access(&self, name: &str, block: PublicAccessBlock) -> Result<()> {
+        self.cloud().tamper(name, |b| b.public_access = block)
+    }
+
+    async fn set_lifecycle(&self, name: &str, rules: Vec<LifecycleRule>) -> Result<()> {
+        self.cloud().tamper(name, |b| b.lifecycle = rules)
+    }
+
+    async fn set_tags(&self, name: &str, tags: Tags) -> Result<()> {
+        self.cloud().tamper(name, |b| b.tags = tags)
+    }
+
+    async fn delete_bucket(&self, name: &str) -> Result<()> {
+        self.cloud().lock().buckets.remove(name);
+        Ok(())
+    }
+
+    async fn refuse_inspection(&self, name: &str) -> Result<()> {
+        self.cloud().with_bucket(name, |b| b.refuses_inspection = true)
+    }
+
+    async fn put_object(&self, bucket: &str, key: &str) -> Result<()> {
+        self.cloud().with_bucket(bucket, |b| {
+            b.objects.insert(key.into());
+        })
+    }
+
+    async fn object_keys(&self, bucket: &str) -> Result<Vec<String>> {
+        self.cloud().with_bucket(bucket, |b| b.objects.iter().cloned().collect())
+    }
+
+    async fn bucket_exists(&self, name: &str) -> Result<bool> {
+        Ok(self.cloud().lock().buckets.contains_key(name))
+    }
+
+    async fn inject_fault(&self, fault: Fault) -> Result<()> {
+        self.cloud().inject(fault);
+        Ok(())
+    }
+
+    fn writes(&self) -> Option<u64> {
+        Some(self.cloud().writes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str) -> BucketSpec {
+        BucketSpec {
+            name: name.into(),
+            region: "eu-west-1".into(),
+            owner: Owner::new("c1"),
+            encryption: Encryption::ProviderManaged,
+            retention_days: 90,
+        }
+    }
+
+    #[tokio::test]
+    async fn steady_state_is_reads_only() {
+        let platform = InMemoryPlatform::new("eu-west-1");
+        let store = platform.object_store();
+        store.ensure_bucket(&spec("b1")).await.expect("create");
+        let writes = platform.cloud().writes();
+        let reads = platform.cloud().reads();
+        let report = store.ensure_bucket(&spec("b1")).await.expect("steady");
+        assert!(report.is_unchanged());
+        assert_eq!(platform.cloud().writes(), writes);
+        assert_eq!(platform.cloud().reads(), reads + 2);
+    }
+
+    #[tokio::test]
+    async fn only_the_drifted_setting_is_written() {
+        let platform = InMemoryPlatform::new("eu-west-1");
+        let store = platform.object_store();
+        store.ensure_bucket(&spec("b1")).await.expect("create");
+        platform.set_public_access("b1", PublicAccessBlock::default()).await.expect("tamper");
+        let report = store.ensure_bucket(&spec("b1")).await.expect("correct");
+        assert_eq!(report.corrected, vec![Setting::PublicAccess]);
+        assert_eq!(platform.cloud().calls("PutPublicAccessBlock"), 1);
+        assert_eq!(platform.cloud().calls("PutBucketTagging"), 0);
+    }
+
+    #[tokio::test]
+    async fn faults_fail_one_call_each() {
+        let platform = InMemoryPlatform::new("eu-west-1");
+        platform.cloud().inject(Fault::Throttled);
+        let store = platform.object_store();
+        let err = store.ensure_bucket(&spec("b1")).await.expect_err("throttled");
+        assert!(matches!(err, Error::Throttled { .. }));
+        store.ensure_bucket(&spec("b1")).await.expect("recovers");
+    }
+}
