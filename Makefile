@@ -1,0 +1,37 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Everything else is for developers.
+CARGO ?= cargo
+CRD_FILE := deploy/crds/managed.openshift.io_veleroinstalls.yaml
+CRATES := mvo-core mvo-provider-aws mvo-provider-gcp mvo-testkit mvo-operator
+
+.PHONY: test demo lint fmt crds check-crds check-crates build
+
+## Run every test of the workspace.
+test:
+	$(CARGO) test --workspace --all-targets --locked
+
+## Run the operator's main job against the local environment.
+demo: build
+	@./scripts/demo.sh
+
+build:
+	$(CARGO) build --locked -p mvo-operator
+
+## Formatting check and clippy with warnings as errors.
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## Regenerate the CRD YAML in deploy/ from the Rust types.
+crds:
+	$(CARGO) run --quiet --locked -p mvo-operator -- crd > $(CRD_FILE)
+
+## Fail when deploy/ differs from what the binary prints.
+check-crds: crds
+	git diff --exit-code -- deploy/
+
+## Check each crate alone, so feature unification cannot hide a missing dependency feature.
+check-crates:
+	@for crate in $(CRATES); do echo "== $$crate"; $(CARGO) check --locked -p $$crate --all-targets || exit 1; done

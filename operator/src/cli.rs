@@ -1,0 +1,129 @@
+//! Command line: `run` (default), `crd`, `version`; every `run` flag has an environment fallback
+//! so the Deployment can configure the operator through env.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// The namespace the operator serves in a cluster (MVO's).
+pub const OPERATOR_NAMESPACE: &str = "openshift-velero";
+
+/// Version of this build.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Git commit of this build (`unknown` when built outside a checkout).
+pub const GIT_HASH: &str = env!("MVO_GIT_HASH");
+
+/// The managed Velero operator: a hardened backup bucket and a configured Velero, no human step.
+#[derive(Debug, Parser)]
+#[command(name = "managed-velero-operator", version = VERSION)]
+pub struct Cli {
+    /// What to do; `run` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the operator (the default).
+    Run(RunArgs),
+    /// Print the VeleroInstall CustomResourceDefinition as YAML.
+    Crd,
+    /// Print version, git commit and linked cloud providers.
+    Version,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// JSON lines unless stderr is a terminal.
+    Auto,
+    /// JSON lines (in cluster).
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+/// Flags of `run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Namespace to manage Velero in.
+    #[arg(long, env = "WATCH_NAMESPACE", default_value = OPERATOR_NAMESPACE)]
+    pub namespace: String,
+
+    /// Allow a namespace other than openshift-velero (development only).
+    #[arg(long, env = "MVO_ALLOW_ANY_NAMESPACE")]
+    pub allow_any_namespace: bool,
+
+    /// Address of the metrics and health endpoints.
+    #[arg(long, env = "MVO_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+
+    /// Take a coordination.k8s.io Lease before reconciling.
+    #[arg(long, env = "MVO_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Log format.
+    #[arg(long, env = "MVO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+
+    /// Directory where the operator's cloud credentials secret is mounted.
+    #[arg(long, env = "MVO_CREDENTIALS_DIR", default_value = "/var/run/secrets/managed-velero-operator")]
+    pub credentials_dir: PathBuf,
+
+    /// Cloud API endpoint override (S3-compatible servers, local environment).
+    #[arg(long, env = "MVO_CLOUD_ENDPOINT")]
+    pub cloud_endpoint: Option<String>,
+}
+
+impl Default for RunArgs {
+    fn default() -> Self {
+        // Parsing no arguments applies every default and env fallback.
+        match Cli::try_parse_from(["managed-velero-operator", "run"]) {
+            Ok(Cli { command: Some(Command::Run(args)) }) => args,
+            _ => RunArgs {
+                namespace: OPERATOR_NAMESPACE.into(),
+                allow_any_namespace: false,
+                metrics_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+                leader_election: true,
+                log_format: LogFormat::Auto,
+                credentials_dir: "/var/run/secrets/managed-velero-operator".into(),
+                cloud_endpoint: None,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_is_the_default_and_flags_parse() {
+        let cli = Cli::try_parse_from(["mvo"]).expect("no args");
+        assert!(cli.command.is_none());
+        let cli = Cli::try_parse_from([
+            "mvo",
+            "run",
+            "--namespace",
+            "dev",
+            "--allow-any-namespace",
+            "--leader-election",
+            "false",
+            "--log-format",
+            "text",
+        ])
+        .expect("flags");
+        let Some(Command::Run(args)) = cli.command else { panic!("run expected") };
+        assert_eq!(args.namespace, "dev");
+        assert!(args.allow_any_namespace && !args.leader_election);
+        assert_eq!(args.log_format, LogFormat::Text);
+    }
+}

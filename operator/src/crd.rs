@@ -1,0 +1,226 @@
+//! The `VeleroInstall` API (`managed.openshift.io/v1alpha2`): spec, status and the generated CRD.
+//!
+//! Status keeps MVO's JSON field names (`storageBucket.name`, `.provisioned`,
+//! `.lastSyncTimestamp`) so a cluster that ran MVO is adopted with its bucket. Every spec field
+//! is optional; an empty spec means MVO's behaviour. What the schema can check, it checks, so the
+//! API server rejects bad specs before the operator sees them.
+
+use k8s_openapi::{
+    api::core::v1::ResourceRequirements,
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The only `VeleroInstall` name the operator reconciles.
+pub const RECONCILED_NAME: &str = "cluster";
+
+/// Desired state of the Velero installation.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "managed.openshift.io",
+    version = "v1alpha2",
+    kind = "VeleroInstall",
+    namespaced,
+    status = "VeleroInstallStatus",
+    shortname = "vi",
+    doc = "A managed Velero installation: a hardened backup bucket and a configured Velero in this namespace.",
+    printcolumn = r#"{"name":"Bucket","type":"string","description":"Name of the storage bucket","jsonPath":".status.storageBucket.name"}"#,
+    printcolumn = r#"{"name":"Provisioned","type":"boolean","description":"Has the storage bucket been successfully provisioned","jsonPath":".status.storageBucket.provisioned"}"#,
+    printcolumn = r#"{"name":"Last Sync","type":"date","jsonPath":".status.storageBucket.lastSyncTimestamp"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct VeleroInstallSpec {
+    /// The bucket to use instead of a generated one, and its encryption key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_bucket: Option<StorageBucketSpec>,
+
+    /// Days after which objects under `backups/` expire (default 90). Must exceed the longest
+    /// TTL of any Velero Schedule, or backups disappear before Velero expires them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub backup_retention_days: Option<u32>,
+
+    /// How often bucket settings are re-checked, as a Go-style duration such as `60m` or `1h30m`
+    /// (default `60m`, at least `1m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"))]
+    pub resync_interval: Option<String>,
+
+    /// Velero server image (default: the pinned release).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub velero_image: Option<String>,
+
+    /// Velero cloud plugin image (default: the pinned release for the cluster's cloud).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub plugin_image: Option<String>,
+
+    /// Resources of the Velero container (default requests 500m CPU / 128Mi, limits 1 CPU / 512Mi).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// The bucket to adopt and how to encrypt it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.kmsKeyID) && has(self.kmsKeyName))").message("set kmsKeyID (AWS) or kmsKeyName (GCP), not both"))]
+pub struct StorageBucketSpec {
+    /// An existing bucket to adopt instead of creating one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 63), regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$"))]
+    pub name: Option<String>,
+
+    /// AWS KMS key ARN for SSE-KMS default encryption (default: SSE-S3).
+    #[serde(default, rename = "kmsKeyID", skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^arn:aws(-cn|-us-gov)?:kms:[a-z0-9-]+:[0-9]{12}:(key|alias)/.+$"))]
+    pub kms_key_id: Option<String>,
+
+    /// GCP KMS key resource name for default encryption (default: Google-managed keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$"))]
+    pub kms_key_name: Option<String>,
+}
+
+/// Observed state. The first three fields are MVO's, with MVO's JSON names.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VeleroInstallStatus {
+    /// The backup bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_bucket: Option<StorageBucketStatus>,
+
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// The cloud platform the operator runs on (`AWS`, `GCP`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+
+    /// The region the bucket lives in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+
+    /// `PlatformSupported`, `BucketReady`, `CredentialsReady`, `VeleroReady` and `Ready`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+}
+
+/// MVO's `status.storageBucket`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageBucketStatus {
+    /// Name of the storage bucket created to store Velero backups. Chosen and recorded before the
+    /// bucket is created, so a crash in between never leaks a bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub name: Option<String>,
+
+    /// True once the bucket has been provisioned.
+    #[serde(default)]
+    pub provisioned: bool,
+
+    /// When the bucket's settings were last checked and enforced successfully.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_timestamp: Option<Time>,
+}
+
+/// `conditions` as a list-map keyed by `type`, so server-side apply merges them per type.
+fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = generator.subschema_for::<Vec<Condition>>();
+    schema.insert("x-kubernetes-list-type".into(), "map".into());
+    schema.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
+    schema
+}
+
+/// The CRD as YAML, exactly as `deploy/crds/` holds it.
+pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
+    use kube::CustomResourceExt;
+    serde_saphyr::to_string(&VeleroInstall::crd())
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn schema() -> Value {
+        let crd = serde_json::to_value(VeleroInstall::crd()).expect("crd serialises");
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+    }
+
+    #[test]
+    fn deploy_crd_is_up_to_date() {
+        let committed = include_str!("../../deploy/crds/managed.openshift.io_veleroinstalls.yaml");
+        let generated = crd_yaml().expect("crd yaml");
+        assert!(committed == generated, "deploy/crds is stale: run `make crds` and commit the result");
+    }
+
+    #[test]
+    fn identity_matches_mvo() {
+        let crd = VeleroInstall::crd();
+        assert_eq!(crd.metadata.name.as_deref(), Some("veleroinstalls.managed.openshift.io"));
+        assert_eq!(crd.spec.scope, "Namespaced");
+        assert_eq!(crd.spec.names.kind, "VeleroInstall");
+        let version = &crd.spec.versions[0];
+        assert_eq!(version.name, "v1alpha2");
+        assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+        let columns: Vec<&str> =
+            version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
+        assert_eq!(columns, ["Bucket", "Provisioned", "Last Sync", "Ready"]);
+    }
+
+    #[test]
+    fn status_keeps_mvo_field_names() {
+        let bucket = &schema()["properties"]["status"]["properties"]["storageBucket"]["properties"];
+        assert_eq!(bucket["name"]["type"], "string");
+        assert_eq!(bucket["name"]["maxLength"], 63);
+        assert_eq!(bucket["provisioned"]["type"], "boolean");
+        assert_eq!(bucket["lastSyncTimestamp"]["format"], "date-time");
+    }
+
+    #[test]
+    fn conditions_are_a_list_map_keyed_by_type() {
+        let conditions = &schema()["properties"]["status"]["properties"]["conditions"];
+        assert_eq!(conditions["x-kubernetes-list-type"], "map");
+        assert_eq!(conditions["x-kubernetes-list-map-keys"], json!(["type"]));
+    }
+
+    #[test]
+    fn spec_is_validated_by_the_schema() {
+        let spec = &schema()["properties"]["spec"]["properties"];
+        assert_eq!(spec["backupRetentionDays"]["minimum"].as_f64(), Some(1.0));
+        assert!(spec["resyncInterval"]["pattern"].is_string());
+        let bucket = &spec["storageBucket"];
+        assert!(bucket["properties"]["kmsKeyID"]["pattern"].is_string());
+        let rules = bucket["x-kubernetes-validations"].to_string();
+        assert!(rules.contains("has(self.kmsKeyID) && has(self.kmsKeyName)"), "{rules}");
+    }
+
+    #[test]
+    fn an_mvo_object_deserialises_and_keeps_its_bucket() {
+        let mvo = json!({
+            "apiVersion": "managed.openshift.io/v1alpha2",
+            "kind": "VeleroInstall",
+            "metadata": {"name": "cluster", "namespace": "openshift-velero"},
+            "spec": {},
+            "status": {"storageBucket": {
+                "name": "managed-velero-backups-1f0c3a2e-9b5d-4c8e-a7f1-0d2b6e4c8a91",
+                "provisioned": true,
+                "lastSyncTimestamp": "2026-11-01T10:00:00Z"
+            }}
+        });
+        let vi: VeleroInstall = serde_json::from_value(mvo.clone()).expect("MVO object parses");
+        assert_eq!(vi.spec, VeleroInstallSpec::default());
+        let bucket = vi.status.as_ref().and_then(|s| s.storage_bucket.as_ref()).expect("bucket status");
+        assert!(bucket.provisioned);
+        assert_eq!(serde_json::to_value(&vi).expect("serialises")["status"], mvo["status"]);
+    }
+}

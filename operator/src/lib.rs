@@ -1,0 +1,13 @@
+//! The managed Velero operator: Kubernetes wiring around the cloud providers of `mvo-core`.
+//!
+//! Module map: [`cli`] (flags), [`crd`] (the VeleroInstall API), [`infrastructure`] (cluster facts),
+//! [`providers`] (which clouds are linked), [`startup`] (facts -> provider, CRD probe),
+//! [`telemetry`] (logs), [`app`] (the subcommands).
+
+pub mod app;
+pub mod cli;
+pub mod crd;
+pub mod infrastructure;
+pub mod providers;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,214 @@
+//! Startup: from the cluster's `Infrastructure` to a built provider, and the check that the
+//! `VeleroInstall` CRD is installed (SPEC section 2, steps 3 to 5).
+//!
+//! Every way the environment can be unsuitable ends in one [`StartupError`] whose message is the
+//! single line an administrator needs, and whose [`StartupError::exit_code`] tells an unsuitable
+//! cluster (3) from a failing API server (1).
+
+use std::{path::PathBuf, sync::Arc};
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{Api, Client, api::ListParams};
+use mvo_core::{Platform, ProviderConfig, Registry, RegistryError};
+
+use crate::{
+    crd::VeleroInstall,
+    infrastructure::{
+        ClusterFacts, FactsError, INFRASTRUCTURE_NAME, INSTALL_CONFIG_CONFIGMAP, INSTALL_CONFIG_KEY,
+        INSTALL_CONFIG_NAMESPACE, Infrastructure, needs_install_config, resolve_facts,
+    },
+};
+
+/// Exit code for a cluster this operator cannot serve (distinct from crashes and API failures).
+pub const EXIT_UNSUITABLE_ENVIRONMENT: u8 = 3;
+
+/// Why the operator cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The operator was pointed at another namespace without `--allow-any-namespace`.
+    #[error(
+        "the operator must run in namespace {expected:?}, not {actual:?} (pass --allow-any-namespace for development)"
+    )]
+    WrongNamespace {
+        /// The required namespace.
+        expected: &'static str,
+        /// The configured namespace.
+        actual: String,
+    },
+    /// `Infrastructure/cluster` does not exist.
+    #[error(
+        "Infrastructure/cluster (config.openshift.io/v1) not found: this operator needs the cluster to report its cloud platform"
+    )]
+    InfrastructureMissing,
+    /// Reading `Infrastructure/cluster` failed.
+    #[error("failed to read Infrastructure/cluster")]
+    ReadInfrastructure(#[source] kube::Error),
+    /// Reading the install-config fallback failed (other than it being absent).
+    #[error("failed to read ConfigMap {INSTALL_CONFIG_NAMESPACE}/{INSTALL_CONFIG_CONFIGMAP}")]
+    ReadInstallConfig(#[source] kube::Error),
+    /// The facts are incomplete or contradictory.
+    #[error(transparent)]
+    Facts(#[from] FactsError),
+    /// No linked provider serves the platform.
+    #[error("{0}")]
+    UnsupportedPlatform(RegistryError),
+    /// The provider refused the facts (missing region or project).
+    #[error("cannot use platform {platform}: {source}")]
+    Provider {
+        /// The platform.
+        platform: String,
+        /// The provider's refusal.
+        source: mvo_core::Error,
+    },
+    /// The `VeleroInstall` CRD is not installed.
+    #[error(
+        "CustomResourceDefinition veleroinstalls.managed.openshift.io is not installed: apply deploy/ (kubectl apply -k deploy/) or `managed-velero-operator crd | kubectl apply -f -`"
+    )]
+    CrdMissing,
+    /// Probing for the CRD failed.
+    #[error("failed to check for the VeleroInstall CRD")]
+    ProbeCrd(#[source] kube::Error),
+}
+
+impl StartupError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartupError::ReadInfrastructure(_)
+            | StartupError::ReadInstallConfig(_)
+            | StartupError::ProbeCrd(_) => 1,
+            _ => EXIT_UNSUITABLE_ENVIRONMENT,
+        }
+    }
+}
+
+/// Local settings that go into every provider, next to the cluster facts.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderSettings {
+    /// Where the operator's credentials secret is mounted.
+    pub credentials_dir: PathBuf,
+    /// Cloud endpoint override (S3-compatible servers, tests).
+    pub endpoint: Option<String>,
+}
+
+/// Builds the provider for `facts` from the registry of linked providers.
+pub fn select_platform(
+    registry: &Registry,
+    facts: &ClusterFacts,
+    settings: &ProviderSettings,
+) -> Result<Arc<dyn Platform>, StartupError> {
+    let registration = registry.get(&facts.platform).map_err(StartupError::UnsupportedPlatform)?;
+    let config = ProviderConfig {
+        platform: facts.platform.clone(),
+        region: facts.region.clone(),
+        project_id: facts.project_id.clone(),
+        infrastructure_name: facts.infrastructure_name.clone(),
+        credentials_dir: settings.credentials_dir.clone(),
+        endpoint: settings.endpoint.clone(),
+    };
+    (registration.build)(&config)
+        .map_err(|source| StartupError::Provider { platform: facts.platform.clone(), source })
+}
+
+/// Reads `Infrastructure/cluster` (and the install-config fallback when needed) into facts.
+pub async fn discover_facts(client: &Client) -> Result<ClusterFacts, StartupError> {
+    let infra = Api::<Infrastructure>::all(client.clone())
+        .get_opt(INFRASTRUCTURE_NAME)
+        .await
+        .map_err(StartupError::ReadInfrastructure)?
+        .ok_or(StartupError::InfrastructureMissing)?;
+    let install_config = if needs_install_config(&infra) {
+        Api::<ConfigMap>::namespaced(client.clone(), INSTALL_CONFIG_NAMESPACE)
+            .get_opt(INSTALL_CONFIG_CONFIGMAP)
+            .await
+            .map_err(StartupError::ReadInstallConfig)?
+            .and_then(|cm| cm.data)
+            .and_then(|mut data| data.remove(INSTALL_CONFIG_KEY))
+    } else {
+        None
+    };
+    Ok(resolve_facts(&infra, install_config.as_deref())?)
+}
+
+/// Fails with an install hint unless the `VeleroInstall` CRD is served.
+pub async fn ensure_crd_installed(client: &Client, namespace: &str) -> Result<(), StartupError> {
+    let api = Api::<VeleroInstall>::namespaced(client.clone(), namespace);
+    match api.list_metadata(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(StartupError::CrdMissing),
+        Err(err) => Err(StartupError::ProbeCrd(err)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(platform: &str, region: Option<&str>, project: Option<&str>) -> ClusterFacts {
+        ClusterFacts {
+            platform: platform.into(),
+            region: region.map(Into::into),
+            project_id: project.map(Into::into),
+            infrastructure_name: "c1".into(),
+        }
+    }
+
+    fn registry() -> &'static Registry {
+        Registry::global().expect("no duplicate providers")
+    }
+
+    #[test]
+    fn aws_and_gcp_are_built_from_facts() {
+        let settings = ProviderSettings::default();
+        let aws =
+            select_platform(registry(), &facts("AWS", Some("eu-west-1"), None), &settings).expect("AWS");
+        assert_eq!((aws.name(), aws.region()), ("AWS", "eu-west-1"));
+        let gcp = select_platform(registry(), &facts("GCP", Some("us-central1"), Some("p")), &settings)
+            .expect("GCP");
+        assert_eq!(gcp.name(), "GCP");
+    }
+
+    #[test]
+    fn unknown_platform_lists_the_supported_ones() {
+        let err = select_platform(registry(), &facts("Azure", None, None), &ProviderSettings::default())
+            .expect_err("Azure");
+        assert_eq!(err.to_string(), r#"platform "Azure" is not supported; supported platforms: AWS, GCP"#);
+        assert_eq!(err.exit_code(), EXIT_UNSUITABLE_ENVIRONMENT);
+    }
+
+    #[test]
+    fn aws_without_region_is_one_clear_line() {
+        let err = select_platform(registry(), &facts("AWS", None, None), &ProviderSettings::default())
+            .expect_err("no region");
+        let line = err.to_string();
+        assert_eq!(
+            line,
+            "cannot use platform AWS: invalid configuration: platform AWS needs a region and the cluster reports none"
+        );
+        assert!(!line.contains('\n'));
+        assert_eq!(err.exit_code(), EXIT_UNSUITABLE_ENVIRONMENT);
+    }
+
+    #[test]
+    fn gcp_without_project_is_one_clear_line() {
+        let err = select_platform(
+            registry(),
+            &facts("GCP", Some("us-central1"), None),
+            &ProviderSettings::default(),
+        )
+        .expect_err("no project");
+        assert!(err.to_string().contains("needs a project ID"), "{err}");
+        assert_eq!(err.exit_code(), EXIT_UNSUITABLE_ENVIRONMENT);
+    }
+
+    #[test]
+    fn environment_errors_and_api_failures_have_distinct_exit_codes() {
+        assert_eq!(StartupError::InfrastructureMissing.exit_code(), EXIT_UNSUITABLE_ENVIRONMENT);
+        assert_eq!(StartupError::CrdMissing.exit_code(), EXIT_UNSUITABLE_ENVIRONMENT);
+        assert_eq!(StartupError::Facts(FactsError::NoInstallConfig).exit_code(), EXIT_UNSUITABLE_ENVIRONMENT);
+        let api_down = kube::Error::Api(Box::new(
+            kube::core::Status::failure("etcd down", "InternalError").with_code(500),
+        ));
+        assert_eq!(StartupError::ReadInfrastructure(api_down).exit_code(), 1);
+    }
+}
