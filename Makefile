@@ -3,11 +3,16 @@ CARGO ?= cargo
 CRD_FILE := deploy/crds/managed.openshift.io_veleroinstalls.yaml
 CRATES := mvo-core mvo-provider-aws mvo-provider-gcp mvo-testkit mvo-operator
 
-.PHONY: test demo lint fmt crds check-crds check-crates build
+.PHONY: test testenv demo lint fmt crds check-crds check-crates build
 
-## Run every test of the workspace.
-test:
+## Run every test of the workspace (builds the local environment first when it is not cached).
+test: testenv
 	$(CARGO) test --workspace --all-targets --locked
+
+## Build and cache the local environment outside the repo: etcd + test API server, moto venv.
+testenv:
+	testkit/scripts/build-apiserver.sh
+	testkit/scripts/install-moto.sh
 
 ## Run the operator's main job against the local environment.
 demo: build

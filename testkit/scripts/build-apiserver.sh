@@ -21,6 +21,9 @@
 # renaming a temp dir, so racing builds and interrupted builds never leave a half-filled bin dir.
 set -euo pipefail
 export LC_ALL=C
+# The whole script is one compound command, so bash parses it completely before running it
+# (editing this file while a build runs must not break that build).
+{
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SELF="$HERE/$(basename "${BASH_SOURCE[0]}")"
@@ -28,10 +31,12 @@ SRC=$(cd "$HERE/../apiserver" && pwd)
 CACHE=${MVO_TESTENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mvo-testenv}
 BIN_NAME=mvo-test-apiserver
 
-# Wrapper sources: every *.go and go.mod under testkit/apiserver (relative paths, sorted).
-wrapper_files() { (cd "$SRC" && find . -type f \( -name '*.go' -o -name 'go.mod' \) | sed 's|^\./||' | sort); }
-KEY=$( { echo "script"; cat "$SELF"; for f in $(wrapper_files); do echo "== $f"; cat "$SRC/$f"; done; } \
-  | sha256sum | cut -c1-16)
+# Wrapper sources: every *.go and go.mod under DIR (relative paths, sorted).
+wrapper_files() { (cd "$1" && find . -type f \( -name '*.go' -o -name 'go.mod' \) | sed 's|^\./||' | sort); }
+source_key() {  # hash of this script + the wrapper sources in DIR
+  { echo "script"; cat "$SELF"; for f in $(wrapper_files "$1"); do echo "== $f"; cat "$1/$f"; done; } \
+    | sha256sum | cut -c1-16; }
+KEY=$(source_key "$SRC")
 OUT="$CACHE/$KEY"
 BINDIR="$OUT/bin"
 
@@ -49,6 +54,7 @@ exec 9>"$CACHE/.lock"
 echo "build-apiserver: waiting for lock $CACHE/.lock" >&2
 flock 9
 if is_built; then echo "$BINDIR"; exit 0; fi   # a concurrent build finished it
+rm -rf "$CACHE"/.tmp-* "$CACHE"/toolchain/.tmp-*   # leftovers of interrupted builds (we hold the lock)
 T0=$(date +%s)
 
 # ---- Debian mirror: from the machine's apt config ------------------------------------------------
@@ -122,19 +128,34 @@ GOVER=$(cat "$TC/goversion")
 BW=$(mktemp -d "$CACHE/.tmp-$KEY.XXXXXX")
 [ "${MVO_TESTENV_KEEP_WORK:-0}" = 1 ] || trap 'rm -rf "$BW"' EXIT
 mkdir -p "$BW/gopath/src/$BIN_NAME" "$BW/out/bin"
-for f in $(wrapper_files); do   # its go.mod enables the /vN import compatibility in GOPATH mode
-  mkdir -p "$(dirname "$BW/gopath/src/$BIN_NAME/$f")"; cp "$SRC/$f" "$BW/gopath/src/$BIN_NAME/$f"
+PKG="$BW/gopath/src/$BIN_NAME"
+for f in $(wrapper_files "$SRC"); do   # its go.mod enables the /vN import compatibility in GOPATH mode
+  mkdir -p "$(dirname "$PKG/$f")"; cp "$SRC/$f" "$PKG/$f"
 done
+if [ "$(source_key "$PKG")" != "$KEY" ]; then   # sources edited while we waited: key the snapshot
+  KEY=$(source_key "$PKG"); OUT="$CACHE/$KEY"; BINDIR="$OUT/bin"
+  if is_built; then echo "$BINDIR"; exit 0; fi
+fi
 export GOROOT="$TC/root/usr/lib/go-$GOVER" GOPATH="$BW/gopath:$TC/root/usr/share/gocode" GO111MODULE=off \
   CGO_ENABLED=0 GOTOOLCHAIN=local GOPROXY=off GOFLAGS= GOCACHE="$TC/gocache" GOTMPDIR="$BW"
 echo "build-apiserver: go $("$GOROOT/bin/go" env GOVERSION) building $BIN_NAME (Go build cache $GOCACHE)" >&2
-(cd "$BW/gopath/src/$BIN_NAME" && "$GOROOT/bin/go" build -trimpath -ldflags "-s -w" -o "$BW/out/bin/$BIN_NAME" .)
+# /version: report the packaged Kubernetes library version (golang-k8s-apiserver-dev 0.36.4 -> v1.36.4)
+# instead of upstream's placeholder v0.0.0-master.
+KVER=$(sed -n 's/^golang-k8s-apiserver-dev_0\.\([0-9]*\)\.\([0-9]*\)[-_].*/1.\1.\2/p' "$TC/debian-packages.txt" | head -1)
+LDFLAGS="-s -w"
+if [ -n "$KVER" ]; then
+  V=k8s.io/component-base/version
+  LDFLAGS="$LDFLAGS -X $V.gitVersion=v$KVER -X $V.gitMajor=1 -X $V.gitMinor=$(echo "$KVER" | cut -d. -f2) -X $V.gitTreeState=clean"
+fi
+(cd "$PKG" && "$GOROOT/bin/go" build -trimpath -ldflags "$LDFLAGS" -o "$BW/out/bin/$BIN_NAME" .)
 cp "$TC/root/usr/bin/etcd" "$BW/out/bin/etcd"
 cp "$TC/debian-packages.txt" "$BW/out/bin/debian-packages.txt"
-{ echo "key=$KEY"; echo "toolchain=$TC"; echo "go=$GOVER"; echo "mirror=$URI"; echo "built=$(date -u +%FT%TZ)"; } \
+{ echo "key=$KEY"; echo "toolchain=$TC"; echo "go=$GOVER"; echo "kubernetes=v${KVER:-unknown}"; echo "mirror=$URI"; echo "built=$(date -u +%FT%TZ)"; } \
   > "$BW/out/bin/BUILDINFO"
 if [ -e "$OUT" ]; then rm -rf "$OUT"; fi   # incomplete leftover (bins missing) - we hold the lock
 mv -T "$BW/out" "$OUT"
 echo "build-apiserver: built in $(( $(date +%s) - T0 ))s" >&2
 ls -la "$BINDIR" >&2
 echo "$BINDIR"
+exit 0
+}

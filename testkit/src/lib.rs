@@ -6,6 +6,7 @@
 //!   operator tests use it where cloud behaviour is not the point.
 
 pub mod contract;
+pub mod env;
 pub mod memory;
 
 pub use contract::{Backdoor, Fault, Harness};

@@ -1,0 +1,375 @@
+//! The local test environment: real etcd + Kubernetes API server and a real moto S3/STS server,
+//! started as child processes on random 127.0.0.1 ports (SPEC section 12, TESTENV.md).
+//!
+//! Binaries are built and cached outside the repository by `make testenv`
+//! (`testkit/scripts/build-apiserver.sh`, `testkit/scripts/install-moto.sh`); this module only
+//! starts them, and says which command to run when one is missing.
+//!
+//! Processes are stopped by PID, never by name: on `Drop` for dedicated instances, and by a
+//! watchdog that outlives the test binary for the shared ones (Rust never drops statics).
+//! Tests isolate themselves inside a shared instance by namespace ([`KubeEnv::namespace`]) or by
+//! bucket name.
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::{
+    api::core::v1::Namespace, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, Config,
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::wait::{await_condition, conditions::is_crd_established},
+};
+
+/// Field manager the helpers apply with.
+const FIELD_MANAGER: &str = "mvo-testkit";
+/// How long a CRD may take to become established.
+const CRD_ESTABLISH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long moto may take to answer after start.
+const MOTO_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the environment could not be started or used.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    /// A binary of the environment is not built.
+    #[error("{what} not found at {path}: run `{build}` first (make test does it)")]
+    MissingBinary {
+        /// What is missing.
+        what: &'static str,
+        /// Where it was looked for.
+        path: PathBuf,
+        /// The command that builds it.
+        build: &'static str,
+    },
+    /// A component failed to start.
+    #[error("{what} failed to start: {detail}")]
+    Start {
+        /// Which component.
+        what: &'static str,
+        /// Its output or the failure.
+        detail: String,
+    },
+    /// Reading the kubeconfig or talking to the API server failed.
+    #[error("kubernetes client: {0}")]
+    Kube(#[from] kube::Error),
+    /// The kubeconfig could not be loaded.
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    /// A CRD did not become established in time.
+    #[error("CRD {0} not established within {CRD_ESTABLISH_TIMEOUT:?}")]
+    CrdNotEstablished(String),
+    /// A local file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> EnvError {
+    let context = context.into();
+    move |source| EnvError::Io { context, source }
+}
+
+fn scripts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts")
+}
+
+/// Runs `script --print-bin-dir` to learn where the cached binaries live.
+fn cached_bin_dir(script: &str) -> Result<PathBuf, EnvError> {
+    let output = Command::new(scripts_dir().join(script))
+        .arg("--print-bin-dir")
+        .output()
+        .map_err(io(format!("running {script}")))?;
+    let dir = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if !output.status.success() || dir.is_empty() {
+        return Err(EnvError::Start {
+            what: "testenv",
+            detail: String::from_utf8_lossy(&output.stderr).into(),
+        });
+    }
+    Ok(PathBuf::from(dir))
+}
+
+/// Starts a shell that kills `pids` once process `owner` is gone, so shared instances do not
+/// outlive the test binary that started them.
+fn spawn_watchdog(owner: u32, pids: &[u32]) -> Result<(), EnvError> {
+    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+    let script = format!(
+        "while kill -0 {owner} 2>/dev/null; do sleep 0.5; done; kill {pids} 2>/dev/null; sleep 2; kill -9 {pids} 2>/dev/null",
+        pids = pids.join(" ")
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(io("starting the watchdog"))?;
+    Ok(())
+}
+
+fn kill_pid(pid: u32) {
+    // By PID only; errors mean it is already gone.
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+}
+
+fn free_port() -> Result<u16, EnvError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(io("picking a free port"))?;
+    Ok(listener.local_addr().map_err(io("picking a free port"))?.port())
+}
+
+/// A temporary directory for one environment instance, removed on drop.
+#[derive(Debug)]
+struct InstanceDir(PathBuf);
+
+impl InstanceDir {
+    fn new(prefix: &str) -> Result<Self, EnvError> {
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        Ok(InstanceDir(dir))
+    }
+}
+
+impl Drop for InstanceDir {
+    fn drop(&mut self) {
+        if std::env::var_os("MVO_TESTENV_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A running etcd + test API server.
+#[derive(Debug)]
+pub struct KubeEnv {
+    dir: InstanceDir,
+    server: String,
+    pids: Vec<u32>,
+}
+
+static SHARED_KUBE: OnceLock<Result<KubeEnv, String>> = OnceLock::new();
+
+impl KubeEnv {
+    /// The instance shared by every test of this test binary, started on first use.
+    pub fn shared() -> Result<&'static KubeEnv, EnvError> {
+        let env = SHARED_KUBE.get_or_init(|| {
+            let env = KubeEnv::start().map_err(|e| e.to_string())?;
+            spawn_watchdog(std::process::id(), &env.pids).map_err(|e| e.to_string())?;
+            Ok(env)
+        });
+        env.as_ref().map_err(|detail| EnvError::Start { what: "shared API server", detail: detail.clone() })
+    }
+
+    /// Starts a dedicated instance from the cached binaries, stopped when dropped.
+    pub fn start() -> Result<KubeEnv, EnvError> {
+        Self::start_from(&cached_bin_dir("build-apiserver.sh")?)
+    }
+
+    /// Starts a dedicated instance from the binaries in `bin` (`etcd`, `mvo-test-apiserver`).
+    pub fn start_from(bin: &Path) -> Result<KubeEnv, EnvError> {
+        for (what, file) in [("etcd", "etcd"), ("test API server", "mvo-test-apiserver")] {
+            if !bin.join(file).is_file() {
+                return Err(EnvError::MissingBinary { what, path: bin.join(file), build: "make testenv" });
+            }
+        }
+        let dir = InstanceDir::new("mvo-kube")?;
+        let output = Command::new(scripts_dir().join("start-apiserver.sh"))
+            .arg(&dir.0)
+            .env("MVO_TEST_APISERVER_BIN", bin.join("mvo-test-apiserver"))
+            .env("ETCD_BIN", bin.join("etcd"))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(io("running start-apiserver.sh"))?;
+        let pids: Vec<u32> = ["apiserver.pid", "etcd.pid"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(dir.0.join(f)).ok())
+            .filter_map(|pid| pid.trim().parse().ok())
+            .collect();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let Some(server) = stdout.lines().find_map(|l| l.strip_prefix("READY ")).map(str::to_owned) else {
+            pids.iter().copied().for_each(kill_pid);
+            let detail = format!("{}{}", stdout, String::from_utf8_lossy(&output.stderr));
+            return Err(EnvError::Start { what: "test API server", detail });
+        };
+        Ok(KubeEnv { dir, server, pids })
+    }
+
+    /// The API server URL (`https://127.0.0.1:PORT`).
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Path of an admin kubeconfig (client certificate in `system:masters`).
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.dir.0.join("admin.kubeconfig")
+    }
+
+    /// Process IDs of the API server and etcd.
+    pub fn pids(&self) -> &[u32] {
+        &self.pids
+    }
+
+    /// A new client. Clients are bound to the tokio runtime that creates them, so every test
+    /// makes its own.
+    pub async fn client(&self) -> Result<Client, EnvError> {
+        let kubeconfig = Kubeconfig::read_from(self.kubeconfig_path())?;
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        Ok(Client::try_from(config)?)
+    }
+
+    /// Creates a namespace with a unique name starting with `prefix`, for per-test isolation.
+    pub async fn namespace(&self, client: &Client, prefix: &str) -> Result<String, EnvError> {
+        let name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let ns = Namespace {
+            metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+        Ok(name)
+    }
+}
+
+impl Drop for KubeEnv {
+    fn drop(&mut self) {
+        self.pids.iter().copied().for_each(kill_pid);
+    }
+}
+
+/// Stand-in CRDs of the foreign kinds the operator reads or writes: `Infrastructure`,
+/// `CredentialsRequest`, `ServiceMonitor`, `BackupStorageLocation`, `VolumeSnapshotLocation`.
+/// Their schemas accept any spec and status (see `testkit/crds/`).
+pub fn foreign_crds() -> Result<Vec<CustomResourceDefinition>, EnvError> {
+    const FILES: [&str; 5] = [
+        include_str!("../crds/config.openshift.io_infrastructures.yaml"),
+        include_str!("../crds/cloudcredential.openshift.io_credentialsrequests.yaml"),
+        include_str!("../crds/monitoring.coreos.com_servicemonitors.yaml"),
+        include_str!("../crds/velero.io_backupstoragelocations.yaml"),
+        include_str!("../crds/velero.io_volumesnapshotlocations.yaml"),
+    ];
+    FILES
+        .iter()
+        .map(|yaml| {
+            serde_saphyr::from_str(yaml)
+                .map_err(|e| EnvError::Start { what: "stand-in CRDs", detail: e.to_string() })
+        })
+        .collect()
+}
+
+/// Applies `crds` server-side and waits until each is established.
+pub async fn install_crds(
+    client: &Client,
+    crds: impl IntoIterator<Item = CustomResourceDefinition>,
+) -> Result<(), EnvError> {
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for mut crd in crds {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crd.metadata.managed_fields = None;
+        crd.metadata.resource_version = None;
+        api.patch(&name, &params, &Patch::Apply(&crd)).await?;
+        let established = await_condition(api.clone(), &name, is_crd_established());
+        match tokio::time::timeout(CRD_ESTABLISH_TIMEOUT, established).await {
+            Ok(Ok(_)) => {}
+            _ => return Err(EnvError::CrdNotEstablished(name)),
+        }
+    }
+    Ok(())
+}
+
+/// A running moto server speaking S3 and STS.
+#[derive(Debug)]
+pub struct S3Env {
+    endpoint: String,
+    child: Option<Child>,
+    _dir: InstanceDir,
+}
+
+static SHARED_S3: OnceLock<Result<S3Env, String>> = OnceLock::new();
+
+impl S3Env {
+    /// The instance shared by every test of this test binary, started on first use.
+    pub fn shared() -> Result<&'static S3Env, EnvError> {
+        let env = SHARED_S3.get_or_init(|| {
+            let env = S3Env::start().map_err(|e| e.to_string())?;
+            spawn_watchdog(std::process::id(), &[env.pid()]).map_err(|e| e.to_string())?;
+            Ok(env)
+        });
+        env.as_ref().map_err(|detail| EnvError::Start { what: "shared moto server", detail: detail.clone() })
+    }
+
+    /// Starts a dedicated moto server from the cached venv, stopped when dropped.
+    pub fn start() -> Result<S3Env, EnvError> {
+        Self::start_from(&cached_bin_dir("install-moto.sh")?)
+    }
+
+    /// Starts a dedicated moto server from the venv bin directory `bin`.
+    pub fn start_from(bin: &Path) -> Result<S3Env, EnvError> {
+        let python = bin.join("python");
+        if !python.is_file() {
+            return Err(EnvError::MissingBinary { what: "moto venv", path: python, build: "make testenv" });
+        }
+        let dir = InstanceDir::new("mvo-moto")?;
+        let log = std::fs::File::create(dir.0.join("moto.log")).map_err(io("creating moto.log"))?;
+        let log_err = log.try_clone().map_err(io("creating moto.log"))?;
+        let port = free_port()?;
+        let child = Command::new(&python)
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .map_err(io("starting moto"))?;
+        let mut env = S3Env { endpoint: format!("http://127.0.0.1:{port}"), child: Some(child), _dir: dir };
+        env.wait_ready()?;
+        Ok(env)
+    }
+
+    fn wait_ready(&mut self) -> Result<(), EnvError> {
+        let deadline = Instant::now() + MOTO_START_TIMEOUT;
+        let address = self.endpoint.trim_start_matches("http://").to_owned();
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(&address).is_ok() {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                let log = std::fs::read_to_string(self._dir.0.join("moto.log")).unwrap_or_default();
+                return Err(EnvError::Start { what: "moto", detail: format!("exited with {status}: {log}") });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(EnvError::Start {
+            what: "moto",
+            detail: format!("no answer on {address} in {MOTO_START_TIMEOUT:?}"),
+        })
+    }
+
+    /// The S3/STS endpoint URL (`http://127.0.0.1:PORT`).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The server's process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or_default()
+    }
+}
+
+impl Drop for S3Env {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
