@@ -1,0 +1,155 @@
+//! SPEC 11 startup rows against the real test API server: the real binary exits with one clear
+//! line and code 3 for every unsuitable cluster, and gets past startup on a suitable one.
+
+use std::process::Output;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{
+    Api, Client, CustomResourceExt,
+    api::{DeleteParams, Patch, PatchParams},
+};
+use mvo_operator::crd::VeleroInstall;
+use mvo_testkit::env::{KubeEnv, foreign_crds, install_crds};
+use serde_json::{Value, json};
+
+const EXIT_UNSUITABLE: i32 = 3;
+
+struct Cluster {
+    env: KubeEnv,
+    client: Client,
+}
+
+impl Cluster {
+    /// A dedicated API server: the scenarios below change the cluster-scoped Infrastructure.
+    async fn start() -> Cluster {
+        let env = KubeEnv::start().expect("test API server (run `make testenv`)");
+        let client = env.client().await.expect("client");
+        install_crds(&client, foreign_crds().expect("stand-in CRDs")).await.expect("CRDs");
+        Cluster { env, client }
+    }
+
+    async fn set_infrastructure(&self, status: Value) {
+        let api: Api<mvo_operator::infrastructure::Infrastructure> = Api::all(self.client.clone());
+        let object = json!({
+            "apiVersion": "config.openshift.io/v1", "kind": "Infrastructure",
+            "metadata": {"name": "cluster"}, "spec": {}
+        });
+        let params = PatchParams::apply("startup-test").force();
+        api.patch("cluster", &params, &Patch::Apply(&object)).await.expect("apply Infrastructure");
+        let status =
+            json!({"apiVersion": "config.openshift.io/v1", "kind": "Infrastructure", "status": status});
+        api.patch_status("cluster", &params, &Patch::Apply(&status)).await.expect("status");
+    }
+
+    async fn set_install_config(&self, install_config: &str) {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), "kube-system");
+        let object = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "cluster-config-v1"},
+            "data": {"install-config": install_config}
+        });
+        api.patch("cluster-config-v1", &PatchParams::apply("startup-test").force(), &Patch::Apply(&object))
+            .await
+            .expect("apply ConfigMap");
+    }
+
+    async fn delete_install_config(&self) {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), "kube-system");
+        let _ = api.delete("cluster-config-v1", &DeleteParams::default()).await;
+    }
+
+    /// Runs `managed-velero-operator run` against this cluster.
+    async fn run_operator(&self) -> Output {
+        let bin = env!("CARGO_BIN_EXE_managed-velero-operator");
+        tokio::process::Command::new(bin)
+            .args(["run", "--leader-election", "false", "--log-format", "json"])
+            .env("KUBECONFIG", self.env.kubeconfig_path())
+            .env("WATCH_NAMESPACE", "openshift-velero")
+            .env_remove("RUST_LOG")
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("operator runs")
+    }
+}
+
+/// The last stderr line is the one an administrator reads.
+fn one_line(output: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    stderr.lines().rfind(|l| l.starts_with("managed-velero-operator: ")).unwrap_or_default().to_owned()
+}
+
+fn assert_refused(output: &Output, needle: &str) {
+    let line = one_line(output);
+    assert_eq!(
+        output.status.code(),
+        Some(EXIT_UNSUITABLE),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(line.contains(needle), "expected {needle:?} in {line:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsuitable_clusters_are_refused_with_one_clear_line() {
+    let cluster = Cluster::start().await;
+
+    let output = cluster.run_operator().await;
+    assert_refused(&output, "Infrastructure/cluster (config.openshift.io/v1) not found");
+
+    cluster
+        .set_infrastructure(json!({"infrastructureName": "c1", "platformStatus": {"type": "BareMetal"}}))
+        .await;
+    assert_refused(&cluster.run_operator().await, "supported platforms: AWS, GCP");
+
+    cluster.set_infrastructure(json!({"infrastructureName": "c1", "platformStatus": {"type": "AWS"}})).await;
+    assert_refused(&cluster.run_operator().await, "ConfigMap kube-system/cluster-config-v1 has no key");
+
+    cluster.set_install_config("platform: [unclosed").await;
+    assert_refused(
+        &cluster.run_operator().await,
+        r#"malformed "install-config" in ConfigMap kube-system/cluster-config-v1"#,
+    );
+
+    cluster.set_install_config("platform:\n  none: {}\n").await;
+    assert_refused(&cluster.run_operator().await, "platform AWS needs a region");
+    cluster.delete_install_config().await;
+
+    cluster
+        .set_infrastructure(json!({
+            "infrastructureName": "c1",
+            "platformStatus": {"type": "GCP", "gcp": {"region": "us-central1"}}
+        }))
+        .await;
+    cluster.set_install_config("platform:\n  gcp:\n    region: us-central1\n").await;
+    assert_refused(&cluster.run_operator().await, "platform GCP needs a project ID");
+
+    cluster
+        .set_infrastructure(json!({
+            "infrastructureName": "c1",
+            "platformStatus": {"type": "AWS", "aws": {"region": "eu-west-1"}}
+        }))
+        .await;
+    assert_refused(&cluster.run_operator().await, "veleroinstalls.managed.openshift.io is not installed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suitable_cluster_passes_startup() {
+    let cluster = Cluster::start().await;
+    install_crds(&cluster.client, [VeleroInstall::crd()]).await.expect("VeleroInstall CRD");
+    // An old cluster: deprecated status.platform and the region only in install-config.
+    cluster.set_infrastructure(json!({"infrastructureName": "c1-x8k2p", "platform": "AWS"})).await;
+    cluster.set_install_config("apiVersion: v1\nplatform:\n  aws:\n    region: us-east-2\n").await;
+
+    let output = cluster.run_operator().await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let resolved: Value = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "cluster facts resolved")
+        .unwrap_or_else(|| panic!("no 'cluster facts resolved' log line in:\n{stderr}"));
+    assert_eq!(resolved["fields"]["platform"], "AWS");
+    assert_eq!(resolved["fields"]["region"], "us-east-2");
+    assert_eq!(resolved["fields"]["infrastructure"], "c1-x8k2p");
+    assert_ne!(output.status.code(), Some(EXIT_UNSUITABLE), "{stderr}");
+}
