@@ -9,5 +9,6 @@ pub mod cli;
 pub mod crd;
 pub mod infrastructure;
 pub mod providers;
+pub mod reconcile;
 pub mod startup;
 pub mod telemetry;

@@ -1,0 +1,229 @@
+//! Validate: turns a `VeleroInstall` spec into the settings a reconcile uses, with every
+//! default applied. Pure: reads nothing, writes nothing.
+//!
+//! The CRD schema already rejects most bad values; this catches what the schema cannot know
+//! (which cloud the cluster is on, what the provider supports, duration bounds) and names the
+//! offending field in the `InvalidSpec` condition message.
+
+use std::time::Duration;
+
+use k8s_openapi::{api::core::v1::ResourceRequirements, apimachinery::pkg::api::resource::Quantity};
+use mvo_core::{Encryption, Platform, bucket::DEFAULT_RETENTION_DAYS, bucket::is_valid_bucket_name};
+
+use crate::crd::VeleroInstallSpec;
+
+/// Pinned Velero server image.
+pub const DEFAULT_VELERO_IMAGE: &str = "docker.io/velero/velero:v1.17.0";
+/// Default bucket re-check interval (MVO's hourly enforcement).
+pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(60 * 60);
+/// Shortest accepted re-check interval: each check costs five cloud reads.
+pub const MIN_RESYNC_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A spec value the operator cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidSpec {
+    /// JSON path of the field, e.g. `spec.resyncInterval`.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> InvalidSpec {
+    InvalidSpec { field, message: message.into() }
+}
+
+/// The spec with defaults applied and checked against the platform.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredInstall {
+    /// A bucket to adopt instead of generating a name.
+    pub adopt_bucket: Option<String>,
+    /// Default encryption of the bucket.
+    pub encryption: Encryption,
+    /// Expiry of `backups/`, in days.
+    pub retention_days: u32,
+    /// How often bucket settings are re-checked.
+    pub resync_interval: Duration,
+    /// Velero server image.
+    pub velero_image: String,
+    /// Velero cloud plugin image.
+    pub plugin_image: String,
+    /// Resources of the Velero container.
+    pub resources: ResourceRequirements,
+}
+
+/// Validates `spec` for `platform` and applies every default.
+pub fn validate(spec: &VeleroInstallSpec, platform: &dyn Platform) -> Result<DesiredInstall, InvalidSpec> {
+    let bucket = spec.storage_bucket.clone().unwrap_or_default();
+    if let Some(name) = &bucket.name
+        && !is_valid_bucket_name(name)
+    {
+        return Err(invalid("spec.storageBucket.name", format!("{name:?} is not a valid bucket name")));
+    }
+    let encryption = encryption(&bucket.kms_key_id, &bucket.kms_key_name, platform)?;
+    let retention_days = spec.backup_retention_days.unwrap_or(DEFAULT_RETENTION_DAYS);
+    if retention_days == 0 {
+        return Err(invalid("spec.backupRetentionDays", "must be at least 1"));
+    }
+    let resync_interval = match &spec.resync_interval {
+        None => DEFAULT_RESYNC_INTERVAL,
+        Some(raw) => parse_duration(raw).ok_or_else(|| {
+            invalid("spec.resyncInterval", format!("{raw:?} is not a duration like 60m or 1h30m"))
+        })?,
+    };
+    if resync_interval < MIN_RESYNC_INTERVAL {
+        return Err(invalid("spec.resyncInterval", "must be at least 1m"));
+    }
+    Ok(DesiredInstall {
+        adopt_bucket: bucket.name,
+        encryption,
+        retention_days,
+        resync_interval,
+        velero_image: non_empty(&spec.velero_image).unwrap_or_else(|| DEFAULT_VELERO_IMAGE.to_owned()),
+        plugin_image: non_empty(&spec.plugin_image)
+            .unwrap_or_else(|| platform.velero_plugin_image().to_owned()),
+        resources: spec.resources.clone().unwrap_or_else(default_resources),
+    })
+}
+
+fn non_empty(value: &Option<String>) -> Option<String> {
+    value.as_ref().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+fn encryption(
+    kms_key_id: &Option<String>,
+    kms_key_name: &Option<String>,
+    platform: &dyn Platform,
+) -> Result<Encryption, InvalidSpec> {
+    // kmsKeyID is AWS's field and kmsKeyName GCP's; the schema cannot know the cluster's cloud.
+    let gcp = platform.name() == "GCP";
+    let (field, key) = match (kms_key_id, kms_key_name) {
+        (None, None) => return Ok(Encryption::ProviderManaged),
+        (Some(_), Some(_)) => {
+            return Err(invalid("spec.storageBucket", "set kmsKeyID (AWS) or kmsKeyName (GCP), not both"));
+        }
+        (Some(_), None) if gcp => {
+            return Err(invalid("spec.storageBucket.kmsKeyID", "applies to AWS; use kmsKeyName on GCP"));
+        }
+        (None, Some(_)) if !gcp => {
+            return Err(invalid(
+                "spec.storageBucket.kmsKeyName",
+                format!("applies to GCP; use kmsKeyID on {}", platform.name()),
+            ));
+        }
+        (Some(key), None) => ("spec.storageBucket.kmsKeyID", key),
+        (None, Some(key)) => ("spec.storageBucket.kmsKeyName", key),
+    };
+    if !platform.capabilities().kms {
+        return Err(invalid(
+            field,
+            format!("the {} provider does not support customer-managed keys", platform.name()),
+        ));
+    }
+    Ok(Encryption::Kms { key: key.clone() })
+}
+
+/// Velero container resources when the spec sets none.
+pub fn default_resources() -> ResourceRequirements {
+    let quantities = |cpu: &str, memory: &str| {
+        [("cpu".to_owned(), Quantity(cpu.into())), ("memory".to_owned(), Quantity(memory.into()))].into()
+    };
+    ResourceRequirements {
+        requests: Some(quantities("500m", "128Mi")),
+        limits: Some(quantities("1", "512Mi")),
+        ..Default::default()
+    }
+}
+
+/// Parses a Go-style duration made of `<digits><unit>` parts with units `s`, `m`, `h`.
+pub fn parse_duration(raw: &str) -> Option<Duration> {
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    for c in raw.trim().chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return None,
+        };
+        let value: u64 = digits.parse().ok()?;
+        total = total.checked_add(value.checked_mul(unit)?)?;
+        digits.clear();
+    }
+    (digits.is_empty() && !raw.trim().is_empty()).then_some(Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use mvo_testkit::InMemoryPlatform;
+
+    use super::*;
+    use crate::crd::StorageBucketSpec;
+
+    fn platform() -> InMemoryPlatform {
+        InMemoryPlatform::new("eu-west-1")
+    }
+
+    #[test]
+    fn empty_spec_means_mvo_behaviour() {
+        let desired = validate(&VeleroInstallSpec::default(), &platform()).expect("valid");
+        assert_eq!(desired.adopt_bucket, None);
+        assert_eq!(desired.encryption, Encryption::ProviderManaged);
+        assert_eq!(desired.retention_days, 90);
+        assert_eq!(desired.resync_interval, Duration::from_secs(3600));
+        assert_eq!(desired.velero_image, DEFAULT_VELERO_IMAGE);
+        assert_eq!(desired.resources, default_resources());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("60m"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        for bad in ["", "10", "m", "1d", "1.5h", "-1m"] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn too_short_resync_names_the_field() {
+        let spec = VeleroInstallSpec { resync_interval: Some("30s".into()), ..Default::default() };
+        let err = validate(&spec, &platform()).expect_err("too short");
+        assert_eq!(err.to_string(), "spec.resyncInterval: must be at least 1m");
+    }
+
+    #[test]
+    fn kms_field_must_match_the_cloud() {
+        let bucket = |id: Option<&str>, name: Option<&str>| VeleroInstallSpec {
+            storage_bucket: Some(StorageBucketSpec {
+                name: None,
+                kms_key_id: id.map(Into::into),
+                kms_key_name: name.map(Into::into),
+            }),
+            ..Default::default()
+        };
+        let arn = "arn:aws:kms:eu-west-1:123456789012:key/k";
+        let desired =
+            validate(&bucket(Some(arn), None), &platform()).expect("AWS-like platform takes kmsKeyID");
+        assert_eq!(desired.encryption, Encryption::Kms { key: arn.into() });
+        let err =
+            validate(&bucket(None, Some("projects/p/locations/l/keyRings/r/cryptoKeys/k")), &platform())
+                .expect_err("kmsKeyName off GCP");
+        assert_eq!(err.field, "spec.storageBucket.kmsKeyName");
+        let err = validate(&bucket(Some(arn), Some("x")), &platform()).expect_err("both");
+        assert_eq!(err.field, "spec.storageBucket");
+    }
+
+    #[test]
+    fn bad_bucket_name_names_the_field() {
+        let spec = VeleroInstallSpec {
+            storage_bucket: Some(StorageBucketSpec { name: Some("Bad_Name".into()), ..Default::default() }),
+            ..Default::default()
+        };
+        assert_eq!(validate(&spec, &platform()).expect_err("bad").field, "spec.storageBucket.name");
+    }
+}
