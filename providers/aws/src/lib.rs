@@ -1,20 +1,38 @@
-//! AWS provider: registers platform `AWS`, validates the cluster facts it needs (a region), and
-//! renders what Velero needs on AWS (location config, least-privilege CredentialsRequest with
-//! partition-aware ARNs, plugin image, credentials wiring).
+//! AWS provider: registers platform `AWS` and implements it on S3 and STS.
 //!
-//! S3 bucket operations and STS credentials are not implemented yet: the object store and the
-//! credential source answer `NotSupported` and the capabilities claim nothing.
+//! - [`store`]: the S3 [`ObjectStore`] (read-compare-write enforcement of SPEC 5.1, creation,
+//!   recovery by owner tags); [`settings`] converts between S3 wire types and core settings.
+//! - [`credentials`]: the operator's credentials from the mounted secret (static keys, or web
+//!   identity via STS), handed to the SDK through an adapter so rotation needs no restart.
+//! - [`errors`]: the one mapping from SDK errors to [`mvo_core::Error`] variants.
+//! - [`metering`]: [`CallCounter`], the interceptor that counts every cloud call by operation.
+//! - [`iam`]: the operator's own least-privilege IAM statements; [`velero`]: what Velero needs on
+//!   AWS (location config, CredentialsRequest in key and STS mode, plugin image, wiring).
 
+mod client;
+pub mod credentials;
+mod errors;
+pub mod iam;
+pub mod metering;
+mod settings;
+mod store;
 mod velero;
 
 use std::sync::Arc;
 
+use aws_sdk_s3::config::{Intercept, SharedInterceptor};
 use mvo_core::{
     Capabilities, CredentialSource, CredentialsWiring, LocationConfig, ObjectStore, Platform, ProviderConfig,
-    Result, Unsupported,
+    Result,
 };
 
-pub use velero::{Partition, VELERO_PLUGIN_IMAGE};
+pub use credentials::{FileCredentialSource, SdkCredentials};
+pub use metering::CallCounter;
+pub use velero::{
+    CLOUD_TOKEN_PATH, Partition, VELERO_PLUGIN_IMAGE, credentials_request_spec, credentials_request_spec_sts,
+};
+
+use crate::{client::ClientSettings, store::S3Store};
 
 /// The platform name, as in `Infrastructure.status.platformStatus.type`.
 pub const PLATFORM: &str = "AWS";
@@ -23,19 +41,75 @@ pub const PLATFORM: &str = "AWS";
 #[derive(Debug, Clone)]
 pub struct AwsPlatform {
     region: String,
+    store: Arc<S3Store>,
+    credentials: Arc<dyn CredentialSource>,
+    counter: CallCounter,
 }
 
 impl AwsPlatform {
-    /// Builds the provider from cluster facts.
+    /// Builds the provider from cluster facts, with credentials from `config.credentials_dir`.
     ///
     /// Errors: [`mvo_core::Error::InvalidConfig`] when the region is missing.
     pub fn new(config: &ProviderConfig) -> Result<Self> {
-        Ok(AwsPlatform { region: config.require_region()?.to_owned() })
+        Self::builder(config).build()
+    }
+
+    /// A builder, for overriding the credential source or adding SDK interceptors.
+    pub fn builder(config: &ProviderConfig) -> AwsPlatformBuilder {
+        AwsPlatformBuilder { config: config.clone(), credentials: None, interceptors: Vec::new() }
     }
 
     /// The registry's constructor.
     fn build(config: &ProviderConfig) -> Result<Arc<dyn Platform>> {
         Ok(Arc::new(Self::new(config)?))
+    }
+
+    /// Counts of every S3/STS call this provider made.
+    pub fn call_counter(&self) -> &CallCounter {
+        &self.counter
+    }
+}
+
+/// Builds an [`AwsPlatform`] with non-default parts.
+#[derive(Debug)]
+pub struct AwsPlatformBuilder {
+    config: ProviderConfig,
+    credentials: Option<Arc<dyn CredentialSource>>,
+    interceptors: Vec<SharedInterceptor>,
+}
+
+impl AwsPlatformBuilder {
+    /// Uses `source` instead of the mounted credentials secret (tests, development endpoints).
+    pub fn credential_source(mut self, source: Arc<dyn CredentialSource>) -> Self {
+        self.credentials = Some(source);
+        self
+    }
+
+    /// Registers an extra interceptor on the S3 client (tests use one to inject faults).
+    pub fn interceptor(mut self, interceptor: impl Intercept + 'static) -> Self {
+        self.interceptors.push(SharedInterceptor::new(interceptor));
+        self
+    }
+
+    /// Builds the platform.
+    ///
+    /// Errors: [`mvo_core::Error::InvalidConfig`] when the region is missing.
+    pub fn build(self) -> Result<AwsPlatform> {
+        let region = self.config.require_region()?.to_owned();
+        let endpoint = self.config.endpoint.clone().filter(|e| !e.trim().is_empty());
+        let counter = CallCounter::new();
+        let settings = ClientSettings {
+            region: region.clone(),
+            endpoint,
+            counter: counter.clone(),
+            interceptors: self.interceptors,
+        };
+        let credentials = match self.credentials {
+            Some(source) => source,
+            None => Arc::new(FileCredentialSource::new(&self.config.credentials_dir, client::sts(&settings))),
+        };
+        let store = S3Store::new(client::s3(&settings, credentials.clone()), region.clone());
+        Ok(AwsPlatform { region, store: Arc::new(store), credentials, counter })
     }
 }
 
@@ -49,15 +123,15 @@ impl Platform for AwsPlatform {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::default()
+        Capabilities::ALL
     }
 
     fn object_store(&self) -> Arc<dyn ObjectStore> {
-        Arc::new(Unsupported { provider: PLATFORM })
+        self.store.clone()
     }
 
     fn credential_source(&self) -> Arc<dyn CredentialSource> {
-        Arc::new(Unsupported { provider: PLATFORM })
+        self.credentials.clone()
     }
 
     fn location_config(&self, bucket: &str) -> LocationConfig {
@@ -94,15 +168,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unimplemented_operations_say_so() {
+    async fn every_capability_is_claimed_and_credentials_name_what_is_missing() {
+        let dir = std::env::temp_dir().join(format!("mvo-aws-empty-{}", std::process::id()));
         let config = ProviderConfig {
             platform: PLATFORM.into(),
             region: Some("us-east-1".into()),
+            credentials_dir: dir,
             ..Default::default()
         };
         let platform = AwsPlatform::new(&config).expect("valid");
-        assert_eq!(platform.capabilities(), Capabilities::default());
-        let err = platform.object_store().observe_bucket("b").await.expect_err("not implemented");
-        assert!(matches!(err, Error::NotSupported { provider: "AWS", .. }));
+        assert_eq!(platform.capabilities(), Capabilities::ALL);
+        let err = platform.credential_source().credential().await.expect_err("no files");
+        assert!(matches!(err, Error::Unauthenticated { .. }), "{err}");
+        assert!(err.to_string().contains("aws_access_key_id"), "{err}");
     }
 }

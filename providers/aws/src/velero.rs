@@ -55,9 +55,9 @@ pub(crate) fn location_config(region: &str, bucket: &str) -> LocationConfig {
     }
 }
 
-/// `AWSProviderSpec` with exactly what Velero does: EBS volume/snapshot calls, object calls in
+/// Velero's `AWSProviderSpec` (key mode) with exactly what Velero does: EBS volume/snapshot calls, object calls in
 /// the bucket, listing the bucket.
-pub(crate) fn credentials_request_spec(partition: Partition, bucket: &str) -> serde_json::Value {
+pub fn credentials_request_spec(partition: Partition, bucket: &str) -> serde_json::Value {
     let bucket_arn = format!("arn:{}:s3:::{bucket}", partition.as_str());
     json!({
         "apiVersion": "cloudcredential.openshift.io/v1",
@@ -93,6 +93,20 @@ pub(crate) fn credentials_request_spec(partition: Partition, bucket: &str) -> se
             }
         ]
     })
+}
+
+/// Where the cloud credential operator's STS mode expects the projected service-account token
+/// (`CredentialsRequest.spec.cloudTokenPath`).
+pub const CLOUD_TOKEN_PATH: &str = "/var/run/secrets/openshift/serviceaccount/token";
+
+/// The STS variant of [`credentials_request_spec`]: the same least-privilege statements plus the
+/// IAM role Velero assumes with its projected token (`stsIAMRoleARN`), so the cloud credential
+/// operator writes a role + token-file `credentials` file instead of minting long-lived keys.
+/// The CredentialsRequest also needs `spec.cloudTokenPath` = [`CLOUD_TOKEN_PATH`].
+pub fn credentials_request_spec_sts(partition: Partition, bucket: &str, role_arn: &str) -> serde_json::Value {
+    let mut spec = credentials_request_spec(partition, bucket);
+    spec["stsIAMRoleARN"] = serde_json::Value::String(role_arn.to_owned());
+    spec
 }
 
 /// The cloud credential operator writes a shared-credentials file under key `credentials` in both
@@ -140,6 +154,18 @@ mod tests {
             .flat_map(|s| s["action"].as_array().expect("actions").iter().filter_map(|a| a.as_str()))
             .collect();
         assert!(actions.iter().all(|a| !a.contains("Bucket") || *a == "s3:ListBucket"), "{actions:?}");
+    }
+
+    #[test]
+    fn sts_variant_carries_the_role_and_the_same_statements() {
+        let role = "arn:aws-us-gov:iam::123456789012:role/velero";
+        let spec = credentials_request_spec_sts(Partition::AwsUsGov, "bkt", role);
+        assert_eq!(spec["stsIAMRoleARN"], role);
+        assert_eq!(
+            spec["statementEntries"],
+            credentials_request_spec(Partition::AwsUsGov, "bkt")["statementEntries"]
+        );
+        assert_eq!(spec["statementEntries"][2]["resource"], "arn:aws-us-gov:s3:::bkt");
     }
 
     #[test]

@@ -1,0 +1,222 @@
+//! The one place where AWS SDK errors become [`mvo_core::Error`] variants.
+//!
+//! Everything else in the provider calls [`map`] (or [`map_with`] to treat a "not configured" code
+//! as a value first) and never matches on SDK error types, so the classification rules live here:
+//! AccessDenied/403 -> `PermissionDenied`, NoSuchBucket/404 -> `NotFound`, throttling and 503 ->
+//! `Throttled`, other 5xx, timeouts and dispatch failures -> `Unavailable`, rejected credentials ->
+//! `Unauthenticated`, BucketAlreadyExists -> `AlreadyOwnedByOther`, the rest -> `Provider`.
+
+use aws_sdk_s3::{
+    config::http::HttpResponse,
+    error::{ProvideErrorMetadata, SdkError},
+};
+use mvo_core::Error;
+
+use crate::PLATFORM;
+
+/// Error codes meaning the credentials themselves were rejected.
+const UNAUTHENTICATED_CODES: &[&str] = &[
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "InvalidToken",
+    "TokenRefreshRequired",
+    "InvalidClientTokenId",
+    "InvalidIdentityToken",
+    "IDPCommunicationError",
+];
+
+/// Error codes of a cloud asking us to back off.
+const THROTTLING_CODES: &[&str] =
+    &["SlowDown", "Throttling", "ThrottlingException", "TooManyRequests", "RequestLimitExceeded"];
+
+/// Error codes of a refusal for lack of permission.
+const DENIED_CODES: &[&str] = &["AccessDenied", "AccessDeniedException", "AllAccessDisabled"];
+
+/// Error codes of transient server-side trouble that is not throttling.
+const UNAVAILABLE_CODES: &[&str] = &["InternalError", "ServiceUnavailable", "RequestTimeout"];
+
+/// What a failed call is about, for messages and the `PermissionDenied` operation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Call<'a> {
+    /// IAM action of the call, e.g. `s3:PutBucketTagging`.
+    pub action: &'static str,
+    /// The bucket, when the call is about one.
+    pub bucket: Option<&'a str>,
+}
+
+impl<'a> Call<'a> {
+    /// A call about `bucket`.
+    pub fn on(action: &'static str, bucket: &'a str) -> Self {
+        Call { action, bucket: Some(bucket) }
+    }
+
+    /// A call about no particular bucket (ListBuckets, STS).
+    pub fn global(action: &'static str) -> Self {
+        Call { action, bucket: None }
+    }
+}
+
+/// The service error's code, when the cloud sent one and the call failed with a service error.
+pub(crate) fn code<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Option<&str> {
+    err.as_service_error().and_then(ProvideErrorMetadata::code)
+}
+
+/// Like [`map`], but a service error whose code is `absent` (e.g. `NoSuchTagSet`) yields
+/// `Ok(None)`: S3 reports an unconfigured setting as a 404 with a setting-specific code.
+pub(crate) fn map_with<T, E>(
+    result: Result<T, SdkError<E, HttpResponse>>,
+    absent: &str,
+    call: Call<'_>,
+) -> mvo_core::Result<Option<T>>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(err) if code(&err) == Some(absent) => Ok(None),
+        Err(err) => Err(map(err, call)),
+    }
+}
+
+/// Classifies an SDK error into a core error variant.
+pub(crate) fn map<E>(err: SdkError<E, HttpResponse>, call: Call<'_>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    // A failure of our own credential source travels through the SDK as a boxed source; give the
+    // caller the original classification (e.g. Unauthenticated naming the missing file).
+    if let Some(core) = find_core_error(&err) {
+        return core;
+    }
+    let what = call.bucket.map(|b| format!("{} on bucket {b:?}", call.action));
+    let what = what.unwrap_or_else(|| call.action.to_owned());
+    match &err {
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            let code = service.err().code().unwrap_or_default().to_owned();
+            let detail = service.err().message().unwrap_or(&code).to_owned();
+            let message = format!("{what}: {}", if detail.is_empty() { status.to_string() } else { detail });
+            classify(&code, status, call, message).unwrap_or_else(|| provider(err))
+        }
+        SdkError::TimeoutError(_) => Error::Unavailable { message: format!("{what}: timed out") },
+        SdkError::DispatchFailure(failure) => {
+            let kind = if failure.is_timeout() {
+                "timed out"
+            } else if failure.is_io() {
+                "connection failed"
+            } else {
+                "request could not be sent"
+            };
+            Error::Unavailable { message: format!("{what}: {kind}") }
+        }
+        // A response that could not be read is most often a connection cut mid-body.
+        SdkError::ResponseError(_) => Error::Unavailable { message: format!("{what}: unreadable response") },
+        _ => provider(err),
+    }
+}
+
+/// The variant for a service error code and HTTP status; `None` for "anything else".
+fn classify(code: &str, status: u16, call: Call<'_>, message: String) -> Option<Error> {
+    let has = |codes: &[&str]| codes.contains(&code);
+    Some(if has(UNAUTHENTICATED_CODES) {
+        Error::Unauthenticated { message }
+    } else if code == "BucketAlreadyExists" {
+        Error::AlreadyOwnedByOther { bucket: call.bucket.unwrap_or_default().to_owned() }
+    } else if has(DENIED_CODES) || (code.is_empty() && status == 403) {
+        Error::PermissionDenied { operation: call.action.to_owned(), message }
+    } else if code == "NoSuchBucket" || status == 404 {
+        match call.bucket {
+            Some(bucket) => Error::bucket_not_found(bucket),
+            None => Error::NotFound { what: message },
+        }
+    } else if has(THROTTLING_CODES) || status == 429 || status == 503 {
+        // S3 signals "back off" with 503 SlowDown; any 503 is treated the same way.
+        Error::Throttled { message }
+    } else if has(UNAVAILABLE_CODES) || status >= 500 {
+        Error::Unavailable { message }
+    } else if status == 403 {
+        Error::PermissionDenied { operation: call.action.to_owned(), message }
+    } else {
+        return None;
+    })
+}
+
+fn provider<E>(err: SdkError<E, HttpResponse>) -> Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    Error::Provider { provider: PLATFORM, source: Box::new(err) }
+}
+
+/// Finds an [`mvo_core::Error`] in the source chain and rebuilds it (core errors are not `Clone`).
+fn find_core_error(err: &(dyn std::error::Error + 'static)) -> Option<Error> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(current) = next {
+        if let Some(core) = current.downcast_ref::<Error>() {
+            return Some(rebuild(core));
+        }
+        next = current.source();
+    }
+    None
+}
+
+fn rebuild(err: &Error) -> Error {
+    match err {
+        Error::Unauthenticated { message } => Error::Unauthenticated { message: message.clone() },
+        Error::Unavailable { message } => Error::Unavailable { message: message.clone() },
+        Error::Throttled { message } => Error::Throttled { message: message.clone() },
+        Error::PermissionDenied { operation, message } => {
+            Error::PermissionDenied { operation: operation.clone(), message: message.clone() }
+        }
+        Error::InvalidConfig { message } => Error::InvalidConfig { message: message.clone() },
+        Error::NotFound { what } => Error::NotFound { what: what.clone() },
+        // Anything else from a credential source means we could not authenticate.
+        other => Error::Unauthenticated { message: other.to_string() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(code: &str, status: u16) -> Option<&'static str> {
+        let call = Call::on("s3:GetBucketTagging", "b");
+        classify(code, status, call, "m".into()).map(|e| e.category())
+    }
+
+    #[test]
+    fn codes_and_statuses_map_to_variants() {
+        assert_eq!(class("AccessDenied", 403), Some("PermissionDenied"));
+        assert_eq!(class("", 403), Some("PermissionDenied"));
+        assert_eq!(class("NoSuchBucket", 404), Some("NotFound"));
+        assert_eq!(class("", 404), Some("NotFound"));
+        assert_eq!(class("SlowDown", 503), Some("Throttled"));
+        assert_eq!(class("Throttling", 400), Some("Throttled"));
+        assert_eq!(class("", 429), Some("Throttled"));
+        assert_eq!(class("InternalError", 500), Some("Unavailable"));
+        assert_eq!(class("", 502), Some("Unavailable"));
+        assert_eq!(class("InvalidAccessKeyId", 403), Some("Unauthenticated"));
+        assert_eq!(class("SignatureDoesNotMatch", 403), Some("Unauthenticated"));
+        assert_eq!(class("ExpiredToken", 400), Some("Unauthenticated"));
+        assert_eq!(class("BucketAlreadyExists", 409), Some("AlreadyOwnedByOther"));
+        assert_eq!(class("MalformedXML", 400), None);
+    }
+
+    #[test]
+    fn permission_denied_names_the_iam_action() {
+        let err = classify("AccessDenied", 403, Call::on("s3:PutBucketTagging", "b"), "no".into());
+        assert!(
+            matches!(err, Some(Error::PermissionDenied { ref operation, .. }) if operation == "s3:PutBucketTagging")
+        );
+    }
+
+    #[test]
+    fn core_errors_survive_the_sdk() {
+        let inner = Error::Unauthenticated { message: "missing file aws_access_key_id".into() };
+        let wrapped = aws_credential_types::provider::error::CredentialsError::provider_error(inner);
+        let found = find_core_error(&wrapped).expect("core error in chain");
+        assert_eq!(found.to_string(), "not authenticated: missing file aws_access_key_id");
+    }
+}
