@@ -2,12 +2,18 @@
 
 use std::process::ExitCode;
 
-use kube::Client;
+use std::sync::Arc;
+
+use kube::{
+    Client,
+    runtime::events::{Recorder, Reporter},
+};
 use tracing::{info, warn};
 
 use crate::{
     cli::{Cli, Command, GIT_HASH, OPERATOR_NAMESPACE, RunArgs, VERSION},
-    crd, providers,
+    controller, crd, providers,
+    reconcile::{Context, apply::FIELD_MANAGER},
     startup::{self, ProviderSettings, StartupError},
     telemetry,
 };
@@ -62,13 +68,14 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     line
 }
 
-/// `run`: startup checks of SPEC section 2, then the controller.
+/// `run`: startup checks of SPEC section 2, then the controller until SIGTERM.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     if args.namespace != OPERATOR_NAMESPACE && !args.allow_any_namespace {
         return Err(
             StartupError::WrongNamespace { expected: OPERATOR_NAMESPACE, actual: args.namespace }.into()
         );
     }
+    let shutdown = shutdown_signal().map_err(|e| e.context("installing signal handlers"))?;
     info!(version = VERSION, git = GIT_HASH, providers = ?providers::registered_platforms(), "starting");
     let client =
         Client::try_default().await.map_err(|e| anyhow::Error::new(e).context("connecting to Kubernetes"))?;
@@ -89,6 +96,29 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         credentials = %platform.credential_source().describe(),
         "cluster facts resolved"
     );
-    Err(anyhow::anyhow!("the reconcile controller is not part of this build yet; startup checks passed")
-        .into())
+    if args.leader_election {
+        warn!("leader election is not implemented yet: run exactly one replica");
+    }
+    let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let ctx = Arc::new(Context::new(client, platform, facts.infrastructure_name, recorder));
+    info!(namespace = %args.namespace, "controller starting");
+    controller::run(ctx, &args.namespace, shutdown).await;
+    info!("controller stopped");
+    Ok(())
+}
+
+/// A future completing on SIGTERM (Kubernetes stopping the pod) or Ctrl-C. The handlers are
+/// installed when this is called, not when the future is first polled, so a signal arriving
+/// during startup is not lost.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + Sync + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => info!("SIGTERM received, stopping"),
+            _ = interrupt.recv() => info!("SIGINT received, stopping"),
+        }
+    })
 }

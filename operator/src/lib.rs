@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod infrastructure;
 pub mod providers;

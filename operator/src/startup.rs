@@ -112,11 +112,15 @@ pub fn select_platform(
 
 /// Reads `Infrastructure/cluster` (and the install-config fallback when needed) into facts.
 pub async fn discover_facts(client: &Client) -> Result<ClusterFacts, StartupError> {
-    let infra = Api::<Infrastructure>::all(client.clone())
-        .get_opt(INFRASTRUCTURE_NAME)
-        .await
-        .map_err(StartupError::ReadInfrastructure)?
-        .ok_or(StartupError::InfrastructureMissing)?;
+    let infra = match Api::<Infrastructure>::all(client.clone()).get_opt(INFRASTRUCTURE_NAME).await {
+        Ok(Some(infra)) => infra,
+        Ok(None) => return Err(StartupError::InfrastructureMissing),
+        // A cluster without the config.openshift.io API answers 404 for the whole resource.
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            return Err(StartupError::InfrastructureMissing);
+        }
+        Err(err) => return Err(StartupError::ReadInfrastructure(err)),
+    };
     let install_config = if needs_install_config(&infra) {
         Api::<ConfigMap>::namespaced(client.clone(), INSTALL_CONFIG_NAMESPACE)
             .get_opt(INSTALL_CONFIG_CONFIGMAP)

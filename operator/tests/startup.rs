@@ -1,7 +1,7 @@
 //! SPEC 11 startup rows against the real test API server: the real binary exits with one clear
 //! line and code 3 for every unsuitable cluster, and gets past startup on a suitable one.
 
-use std::process::Output;
+use std::{process::Output, time::Duration};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
@@ -11,6 +11,7 @@ use kube::{
 use mvo_operator::crd::VeleroInstall;
 use mvo_testkit::env::{KubeEnv, foreign_crds, install_crds};
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 const EXIT_UNSUITABLE: i32 = 3;
 
@@ -91,6 +92,16 @@ fn assert_refused(output: &Output, needle: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_without_the_openshift_config_api_is_refused() {
+    let env = KubeEnv::start().expect("test API server (run `make testenv`)");
+    let cluster = Cluster { client: env.client().await.expect("client"), env };
+    assert_refused(
+        &cluster.run_operator().await,
+        "Infrastructure/cluster (config.openshift.io/v1) not found",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsuitable_clusters_are_refused_with_one_clear_line() {
     let cluster = Cluster::start().await;
 
@@ -134,22 +145,56 @@ async fn unsuitable_clusters_are_refused_with_one_clear_line() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_suitable_cluster_passes_startup() {
+async fn a_suitable_cluster_passes_startup_and_stops_on_sigterm() {
     let cluster = Cluster::start().await;
     install_crds(&cluster.client, [VeleroInstall::crd()]).await.expect("VeleroInstall CRD");
     // An old cluster: deprecated status.platform and the region only in install-config.
     cluster.set_infrastructure(json!({"infrastructureName": "c1-x8k2p", "platform": "AWS"})).await;
     cluster.set_install_config("apiVersion: v1\nplatform:\n  aws:\n    region: us-east-2\n").await;
 
-    let output = cluster.run_operator().await;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let resolved: Value = stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|l| l["fields"]["message"] == "cluster facts resolved")
-        .unwrap_or_else(|| panic!("no 'cluster facts resolved' log line in:\n{stderr}"));
+    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_managed-velero-operator"))
+        .args(["run", "--leader-election", "false", "--log-format", "json"])
+        .env("KUBECONFIG", cluster.env.kubeconfig_path())
+        .env("WATCH_NAMESPACE", "openshift-velero")
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("operator starts");
+    let mut lines = BufReader::new(operator.stderr.take().expect("stderr")).lines();
+    let mut resolved = None;
+    let started = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("read stderr") {
+            let Ok(entry) = serde_json::from_str::<Value>(&line) else { continue };
+            match entry["fields"]["message"].as_str() {
+                Some("cluster facts resolved") => resolved = Some(entry),
+                Some("controller starting") => return true,
+                _ => {}
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(started, Ok(true), "the controller did not start");
+    let resolved = resolved.expect("facts logged before the controller starts");
     assert_eq!(resolved["fields"]["platform"], "AWS");
     assert_eq!(resolved["fields"]["region"], "us-east-2");
     assert_eq!(resolved["fields"]["infrastructure"], "c1-x8k2p");
-    assert_ne!(output.status.code(), Some(EXIT_UNSUITABLE), "{stderr}");
+
+    let pid = operator.id().expect("running").to_string();
+    let sent = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill");
+    assert!(sent.success());
+    let status = match tokio::time::timeout(Duration::from_secs(10), operator.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            let mut rest = Vec::new();
+            while let Ok(Ok(Some(line))) =
+                tokio::time::timeout(Duration::from_millis(200), lines.next_line()).await
+            {
+                rest.push(line);
+            }
+            panic!("operator did not stop within 10 s of SIGTERM; its log:\n{}", rest.join("\n"));
+        }
+    };
+    assert_eq!(status.expect("exit status").code(), Some(0), "graceful shutdown exits 0");
 }

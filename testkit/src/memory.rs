@@ -38,6 +38,7 @@ struct StoredBucket {
 struct CloudState {
     buckets: BTreeMap<String, StoredBucket>,
     faults: Vec<Fault>,
+    targeted_faults: Vec<(&'static str, Fault)>,
     calls: BTreeMap<&'static str, u64>,
 }
 
@@ -95,6 +96,12 @@ impl InMemoryCloud {
     /// Makes the next call of any operation fail with `fault` (faults queue up, one per call).
     pub fn inject(&self, fault: Fault) {
         self.lock().faults.push(fault);
+    }
+
+    /// Makes the next call of `operation` (e.g. `HeadBucket`, `CreateBucket`) fail with `fault`,
+    /// letting other operations through: for failing one precise step of a sequence.
+    pub fn inject_at(&self, operation: &'static str, fault: Fault) {
+        self.lock().targeted_faults.push((operation, fault));
     }
 
     /// The names of every bucket of every account.
@@ -239,6 +246,9 @@ impl InMemoryStore {
     /// Counts a call and fails it if a fault is queued.
     fn call(&self, state: &mut CloudState, operation: &'static str) -> Result<()> {
         *state.calls.entry(operation).or_default() += 1;
+        if let Some(i) = state.targeted_faults.iter().position(|(op, _)| *op == operation) {
+            return Err(state.targeted_faults.remove(i).1.to_error(operation));
+        }
         if state.faults.is_empty() { Ok(()) } else { Err(state.faults.remove(0).to_error(operation)) }
     }
 
@@ -459,6 +469,18 @@ mod tests {
         assert_eq!(report.corrected, vec![Setting::PublicAccess]);
         assert_eq!(platform.cloud().calls("PutPublicAccessBlock"), 1);
         assert_eq!(platform.cloud().calls("PutBucketTagging"), 0);
+    }
+
+    #[tokio::test]
+    async fn targeted_faults_wait_for_their_operation() {
+        let platform = InMemoryPlatform::new("eu-west-1");
+        platform.cloud().inject_at("CreateBucket", Fault::Unavailable);
+        let store = platform.object_store();
+        store.find_bucket(&Owner::new("c1")).await.expect("listing is not targeted");
+        let err = store.ensure_bucket(&spec("b1")).await.expect_err("create fails");
+        assert!(matches!(err, Error::Unavailable { .. }));
+        assert!(platform.cloud().bucket_names().is_empty());
+        store.ensure_bucket(&spec("b1")).await.expect("next create works");
     }
 
     #[tokio::test]

@@ -1,6 +1,526 @@
 //! The reconcile pipeline of SPEC section 4, one step per module:
-//! validate (pure) -> build (pure); the steps that talk to the cloud and to Kubernetes join as
-//! the controller lands.
+//! [`validate`] (pure) -> [`bucket`] (cloud) -> [`build`] (pure) -> [`apply`] (Kubernetes) ->
+//! status and events (here). [`reconcile`] is the controller's entry point; [`error_policy`]
+//! decides the retry of a failed pass.
 
+pub mod apply;
+pub mod bucket;
 pub mod build;
+pub mod conditions;
 pub mod validate;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use k8s_openapi::{
+    api::{apps::v1::Deployment, core::v1::Secret},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType, Recorder},
+    },
+};
+use mvo_core::{Platform, velero::VELERO_CREDENTIALS_SECRET};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use self::{
+    apply::Applied,
+    bucket::BucketOutcome,
+    conditions::{BUCKET_READY, CREDENTIALS_READY, PLATFORM_SUPPORTED, Report, VELERO_READY},
+    validate::{DEFAULT_RESYNC_INTERVAL, DesiredInstall, InvalidSpec},
+};
+use crate::crd::{RECONCILED_NAME, VeleroInstall, VeleroInstallStatus};
+
+/// Shortest and longest wait after a retryable failure.
+const BACKOFF_MIN: Duration = Duration::from_secs(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// How soon to look again while waiting for others (credential operator, Deployment rollout).
+const WAITING_REQUEUE: Duration = Duration::from_secs(30);
+/// Event notes are truncated to this many bytes (the API limit is 1 KiB).
+const MAX_NOTE: usize = 1024;
+
+/// What every reconcile shares.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// The cloud the cluster runs on.
+    pub platform: Arc<dyn Platform>,
+    /// The cluster's infrastructure name: the bucket owner identity.
+    pub infrastructure_name: String,
+    /// Event recorder shared by all reconciles.
+    pub recorder: Recorder,
+    /// Consecutive retryable failures per object UID, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A context for `platform` in the cluster named `infrastructure_name`.
+    pub fn new(
+        client: Client,
+        platform: Arc<dyn Platform>,
+        infrastructure_name: String,
+        recorder: Recorder,
+    ) -> Self {
+        Context { client, platform, infrastructure_name, recorder, failures: Mutex::default() }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The wait before retrying `uid` after another retryable failure: 5 s doubling to 5 min.
+    pub fn next_backoff(&self, uid: &str) -> Duration {
+        let mut failures = self.failures();
+        let count = failures.entry(uid.to_owned()).or_default();
+        let delay = BACKOFF_MIN.saturating_mul(1u32 << (*count).min(16)).min(BACKOFF_MAX);
+        *count = count.saturating_add(1);
+        delay
+    }
+
+    fn reset_backoff(&self, uid: &str) {
+        self.failures().remove(uid);
+    }
+}
+
+/// Why a reconcile pass failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading an object failed.
+    #[error("failed to read {what}")]
+    Read {
+        /// What was read.
+        what: String,
+        /// The API error.
+        source: kube::Error,
+    },
+    /// Applying a Velero object failed.
+    #[error("failed to apply {object}")]
+    Apply {
+        /// `Kind/name` of the object.
+        object: String,
+        /// The API error.
+        source: kube::Error,
+    },
+    /// Writing the VeleroInstall status failed.
+    #[error("failed to update the VeleroInstall status")]
+    UpdateStatus {
+        /// The API error.
+        source: kube::Error,
+    },
+    /// The operator's own cloud credentials are unusable.
+    #[error("the operator's cloud credentials are unusable")]
+    Credentials {
+        /// The provider's error.
+        source: mvo_core::Error,
+    },
+    /// Looking for the cluster's bucket by owner tags failed.
+    #[error("failed to look for the cluster's bucket")]
+    FindBucket {
+        /// The provider's error.
+        source: mvo_core::Error,
+    },
+    /// Creating or enforcing the bucket failed.
+    #[error("failed to ensure bucket {bucket}")]
+    EnsureBucket {
+        /// The bucket name.
+        bucket: String,
+        /// The provider's error.
+        source: mvo_core::Error,
+    },
+}
+
+impl Error {
+    /// A stable PascalCase name for metrics and the Warning event reason.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Read { .. } => "ReadFailed",
+            Error::Apply { .. } => "ApplyFailed",
+            Error::UpdateStatus { .. } => "UpdateStatusFailed",
+            Error::Credentials { .. } => "CredentialsUnusable",
+            Error::FindBucket { source } | Error::EnsureBucket { source, .. } => source.category(),
+        }
+    }
+
+    /// Whether retrying soon may help (cloud throttling, API hiccups), as opposed to waiting for
+    /// a human (missing permission).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Read { .. } | Error::Apply { .. } | Error::UpdateStatus { .. } => true,
+            Error::Credentials { source }
+            | Error::FindBucket { source }
+            | Error::EnsureBucket { source, .. } => source.is_retryable(),
+        }
+    }
+
+    /// The condition this failure turns false.
+    fn condition(&self) -> &'static str {
+        match self {
+            Error::Read { .. } | Error::Apply { .. } | Error::UpdateStatus { .. } => VELERO_READY,
+            Error::Credentials { .. } => CREDENTIALS_READY,
+            Error::FindBucket { .. } | Error::EnsureBucket { .. } => BUCKET_READY,
+        }
+    }
+}
+
+/// The error and its causes on one line, truncated for events and conditions.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if line.len() > MAX_NOTE {
+        let mut cut = MAX_NOTE - 3;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+        line.push_str("...");
+    }
+    line
+}
+
+/// Reconciles one VeleroInstall: the whole pipeline in one pass.
+#[instrument(skip(vi, ctx), fields(name = %vi.name_any(), namespace = vi.namespace().unwrap_or_default()))]
+pub async fn reconcile(vi: Arc<VeleroInstall>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if vi.name_any() != RECONCILED_NAME {
+        let report = Report::fail(
+            conditions::READY,
+            "UnsupportedName",
+            format!("only the VeleroInstall named {RECONCILED_NAME:?} is reconciled; this one is ignored"),
+        );
+        write_status(&ctx, &vi, |status| status.conditions = merge(&vi, &[report])).await?;
+        return Ok(Action::await_change());
+    }
+    let desired = match validate::validate(&vi.spec, ctx.platform.as_ref()) {
+        Ok(desired) => desired,
+        Err(invalid) => return invalid_spec(&ctx, &vi, invalid).await,
+    };
+    match run(&ctx, &vi, &desired).await {
+        Ok(action) => {
+            ctx.reset_backoff(&vi.uid().unwrap_or_default());
+            Ok(action)
+        }
+        Err(err) => {
+            report_failure(&ctx, &vi, &err).await;
+            Err(err)
+        }
+    }
+}
+
+/// Decides when a failed pass runs again.
+pub fn error_policy(vi: Arc<VeleroInstall>, err: &Error, ctx: Arc<Context>) -> Action {
+    if err.is_retryable() {
+        Action::requeue(ctx.next_backoff(&vi.uid().unwrap_or_default()))
+    } else {
+        // A human must act (grant a permission); look again at the next resync.
+        let interval = validate::validate(&vi.spec, ctx.platform.as_ref())
+            .map(|d| d.resync_interval)
+            .unwrap_or(DEFAULT_RESYNC_INTERVAL);
+        Action::requeue(interval)
+    }
+}
+
+fn merge(
+    vi: &VeleroInstall,
+    reports: &[Report],
+) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    let existing = vi.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    conditions::merge(existing, reports, vi.metadata.generation, Timestamp::now())
+}
+
+async fn invalid_spec(ctx: &Context, vi: &VeleroInstall, invalid: InvalidSpec) -> Result<Action, Error> {
+    let message = invalid.to_string();
+    let reports = [platform_supported(ctx), Report::fail(conditions::READY, "InvalidSpec", message.clone())];
+    write_status(ctx, vi, |status| {
+        status.conditions = merge(vi, &reports);
+        status.observed_generation = vi.metadata.generation;
+    })
+    .await?;
+    publish(ctx, vi, EventType::Warning, "InvalidSpec", "Validate", message).await;
+    Ok(Action::await_change())
+}
+
+fn platform_supported(ctx: &Context) -> Report {
+    Report::ok(
+        PLATFORM_SUPPORTED,
+        "Supported",
+        format!("{} in {}", ctx.platform.name(), ctx.platform.region()),
+    )
+}
+
+async fn report_failure(ctx: &Context, vi: &VeleroInstall, err: &Error) {
+    let message = error_chain(err);
+    warn!(error = %message, category = err.category(), "reconcile failed");
+    let reports = [
+        platform_supported(ctx),
+        Report::fail(err.condition(), err.category(), message.clone()),
+        Report::fail(conditions::READY, err.category(), message.clone()),
+    ];
+    if let Err(status_err) = write_status(ctx, vi, |status| status.conditions = merge(vi, &reports)).await {
+        warn!(error = %error_chain(&status_err), "could not record the failure in status");
+    }
+    publish(ctx, vi, EventType::Warning, err.category(), "Reconcile", message).await;
+}
+
+async fn publish(
+    ctx: &Context,
+    vi: &VeleroInstall,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event =
+        Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+    if let Err(err) = ctx.recorder.publish(&event, &vi.object_ref(&())).await {
+        warn!(error = %err, reason, "could not publish event");
+    }
+}
+
+/// Writes the status produced by `change` applied to the current status, unless it is equal.
+async fn write_status(
+    ctx: &Context,
+    vi: &VeleroInstall,
+    change: impl FnOnce(&mut VeleroInstallStatus),
+) -> Result<(), Error> {
+    let current = vi.status.clone().unwrap_or_default();
+    let mut next = current.clone();
+    change(&mut next);
+    if next == current {
+        return Ok(());
+    }
+    let api: Api<VeleroInstall> = Api::namespaced(ctx.client.clone(), &vi.namespace().unwrap_or_default());
+    api.patch_status(&vi.name_any(), &PatchParams::default(), &Patch::Merge(&json!({"status": next})))
+        .await
+        .map_err(|source| Error::UpdateStatus { source })?;
+    Ok(())
+}
+
+async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Result<Action, Error> {
+    let now = Timestamp::now();
+    let namespace = vi.namespace().unwrap_or_default();
+    if bucket::next_check(vi, desired, now).is_none() {
+        ctx.platform
+            .credential_source()
+            .credential()
+            .await
+            .map_err(|source| Error::Credentials { source })?;
+    }
+    let outcome = bucket::ensure(ctx, vi, desired).await?;
+    let mut reports =
+        vec![platform_supported(ctx), Report::ok(CREDENTIALS_READY, "CredentialsAvailable", "")];
+    let (bucket_name, next_check_in, storage) = match &outcome {
+        BucketOutcome::Checked { name, report, recreated_missing, recovered } => {
+            announce_bucket(ctx, vi, name, report, *recreated_missing, *recovered).await;
+            let summary = if report.created { "created and hardened" } else { "settings enforced" };
+            reports.push(Report::ok(BUCKET_READY, "BucketReady", format!("bucket {name}: {summary}")));
+            (name.clone(), desired.resync_interval, Some(bucket::synced_status(name, now)))
+        }
+        BucketOutcome::NotDue { name, next_check_in } => {
+            reports.push(Report::ok(
+                BUCKET_READY,
+                "BucketReady",
+                format!("bucket {name}: settings enforced"),
+            ));
+            (name.clone(), *next_check_in, None)
+        }
+        BucketOutcome::Ambiguous { names } => {
+            let message = format!(
+                "several buckets carry this cluster's owner tags, none adopted: {}",
+                names.join(", ")
+            );
+            return stop_on_bucket(ctx, vi, desired, reports, "AmbiguousBuckets", message).await;
+        }
+        BucketOutcome::AdoptedBucketNotOurs { name } => {
+            let message = format!("spec.storageBucket.name {name:?} belongs to another account or cluster");
+            return stop_on_bucket(ctx, vi, desired, reports, "BucketOwnedByOther", message).await;
+        }
+    };
+
+    let objects = build::velero_objects(vi, desired, &bucket_name, ctx.platform.as_ref());
+    let mut installed = Vec::new();
+    let mut restored = Vec::new();
+    for object in &objects {
+        match apply::apply(&ctx.client, &namespace, object).await? {
+            Applied::Unchanged => {}
+            Applied::Created => installed.push(object.describe()),
+            Applied::Corrected => restored.push(object.describe()),
+        }
+    }
+    if !installed.is_empty() {
+        publish(
+            ctx,
+            vi,
+            EventType::Normal,
+            "VeleroInstalled",
+            "Apply",
+            format!("created {}", installed.join(", ")),
+        )
+        .await;
+    }
+    if !restored.is_empty() {
+        publish(
+            ctx,
+            vi,
+            EventType::Normal,
+            "VeleroObjectRestored",
+            "Apply",
+            format!("restored {}", restored.join(", ")),
+        )
+        .await;
+    }
+
+    let credentials = velero_credentials(ctx, &namespace).await?;
+    let velero = velero_available(ctx, &namespace).await?;
+    let waiting = !credentials.ok || !velero.ok;
+    reports[1] = credentials;
+    reports.push(velero);
+    reports.push(conditions::ready(&reports));
+    write_status(ctx, vi, |status| {
+        if let Some(storage) = storage {
+            status.storage_bucket = Some(storage);
+        }
+        status.observed_generation = vi.metadata.generation;
+        status.platform = Some(ctx.platform.name().to_owned());
+        status.region = Some(ctx.platform.region().to_owned());
+        status.conditions = merge(vi, &reports);
+    })
+    .await?;
+    let wait = if waiting { next_check_in.min(WAITING_REQUEUE) } else { next_check_in };
+    Ok(Action::requeue(jitter(wait)))
+}
+
+async fn stop_on_bucket(
+    ctx: &Context,
+    vi: &VeleroInstall,
+    desired: &DesiredInstall,
+    mut reports: Vec<Report>,
+    reason: &'static str,
+    message: String,
+) -> Result<Action, Error> {
+    reports.push(Report::fail(BUCKET_READY, reason, message.clone()));
+    reports.push(conditions::ready(&reports));
+    write_status(ctx, vi, |status| {
+        status.observed_generation = vi.metadata.generation;
+        status.conditions = merge(vi, &reports);
+    })
+    .await?;
+    publish(ctx, vi, EventType::Warning, reason, "EnsureBucket", message).await;
+    Ok(Action::requeue(desired.resync_interval))
+}
+
+async fn announce_bucket(
+    ctx: &Context,
+    vi: &VeleroInstall,
+    name: &str,
+    report: &mvo_core::BucketReport,
+    recreated_missing: bool,
+    recovered: bool,
+) {
+    if recreated_missing {
+        let note = format!("bucket {name} was missing (deleted out of band) and has been created again");
+        publish(ctx, vi, EventType::Warning, "BucketMissing", "EnsureBucket", note).await;
+    } else if report.created {
+        publish(
+            ctx,
+            vi,
+            EventType::Normal,
+            "BucketCreated",
+            "EnsureBucket",
+            format!("created bucket {name}"),
+        )
+        .await;
+    }
+    if recovered {
+        let note = format!("adopted bucket {name}, found by this cluster's owner tags");
+        publish(ctx, vi, EventType::Normal, "BucketRecovered", "EnsureBucket", note).await;
+    }
+    if !report.corrected.is_empty() {
+        let settings: Vec<&str> = report.corrected.iter().map(|s| s.as_str()).collect();
+        let note = format!("corrected drifted settings of bucket {name}: {}", settings.join(", "));
+        info!(bucket = name, settings = ?settings, "bucket settings corrected");
+        publish(ctx, vi, EventType::Normal, "BucketSettingCorrected", "EnsureBucket", note).await;
+    }
+}
+
+async fn velero_credentials(ctx: &Context, namespace: &str) -> Result<Report, Error> {
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(VELERO_CREDENTIALS_SECRET)
+        .await
+        .map_err(|source| Error::Read { what: format!("Secret/{VELERO_CREDENTIALS_SECRET}"), source })?;
+    Ok(match secret.and_then(|s| s.data).filter(|d| !d.is_empty()) {
+        Some(_) => {
+            Report::ok(CREDENTIALS_READY, "CredentialsAvailable", "Velero's cloud credentials are present")
+        }
+        None => Report::fail(
+            CREDENTIALS_READY,
+            "WaitingForCredentials",
+            format!("waiting for the cloud credential operator to create Secret {VELERO_CREDENTIALS_SECRET}"),
+        ),
+    })
+}
+
+async fn velero_available(ctx: &Context, namespace: &str) -> Result<Report, Error> {
+    let deployment = Api::<Deployment>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(build::VELERO)
+        .await
+        .map_err(|source| Error::Read { what: "Deployment/velero".into(), source })?;
+    let available =
+        deployment.as_ref().and_then(|d| d.status.as_ref()).and_then(|s| s.available_replicas).unwrap_or(0);
+    Ok(if available > 0 {
+        Report::ok(VELERO_READY, "VeleroAvailable", "the Velero Deployment is available")
+    } else {
+        Report::fail(
+            VELERO_READY,
+            "DeploymentUnavailable",
+            "the Velero Deployment has no available replica yet",
+        )
+    })
+}
+
+/// Spreads requeues over ±10% so many clusters do not check their buckets in lockstep.
+fn jitter(wait: Duration) -> Duration {
+    let spread = wait.as_millis() as u64 / 10;
+    if spread == 0 {
+        return wait;
+    }
+    let offset = (uuid::Uuid::new_v4().as_u128() % u128::from(2 * spread)) as u64;
+    (wait + Duration::from_millis(offset)).saturating_sub(Duration::from_millis(spread))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        for _ in 0..100 {
+            let j = jitter(Duration::from_secs(3600));
+            assert!(j >= Duration::from_secs(3240) && j <= Duration::from_secs(3960), "{j:?}");
+        }
+    }
+
+    #[test]
+    fn error_chain_is_one_truncated_line() {
+        let err = Error::EnsureBucket {
+            bucket: "b".into(),
+            source: mvo_core::Error::Throttled { message: "x".repeat(2000) },
+        };
+        let line = error_chain(&err);
+        assert!(line.starts_with("failed to ensure bucket b: throttled by the cloud: xxx"));
+        assert!(line.len() <= MAX_NOTE && line.ends_with("..."));
+        assert_eq!(err.category(), "Throttled");
+        assert!(err.is_retryable());
+    }
+}

@@ -1,0 +1,459 @@
+//! The reconcile pipeline against the real test API server, with the in-memory cloud where the
+//! cloud is not the point. Each test works in its own namespace of one shared API server.
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Secret};
+use kube::{
+    Api, Client, CustomResourceExt, ResourceExt,
+    api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
+    runtime::events::{Recorder, Reporter},
+};
+use mvo_core::{Platform, bucket::BUCKET_NAME_PREFIX};
+use mvo_operator::{
+    controller,
+    crd::VeleroInstall,
+    reconcile::{self, Context, build},
+};
+use mvo_testkit::{
+    Fault, InMemoryCloud, InMemoryPlatform,
+    env::{KubeEnv, foreign_crds, install_crds},
+};
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+const INFRA: &str = "c1-x8k2p";
+const REGION: &str = "eu-west-1";
+
+static CRDS: OnceCell<()> = OnceCell::const_new();
+
+struct Fixture {
+    client: Client,
+    namespace: String,
+    platform: InMemoryPlatform,
+    ctx: Arc<Context>,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        Self::with_platform(InMemoryPlatform::new(REGION)).await
+    }
+
+    /// A fixture whose reconciles use `cloud` instead of the in-memory platform.
+    async fn with_cloud(cloud: Arc<dyn Platform>) -> Fixture {
+        let mut f = Self::new().await;
+        let recorder =
+            Recorder::new(f.client.clone(), Reporter { controller: "test".into(), instance: None });
+        f.ctx = Arc::new(Context::new(f.client.clone(), cloud, INFRA.into(), recorder));
+        f
+    }
+
+    async fn with_platform(platform: InMemoryPlatform) -> Fixture {
+        let env = KubeEnv::shared().expect("test API server (run `make testenv`)");
+        let client = env.client().await.expect("client");
+        CRDS.get_or_init(|| async {
+            let mut crds = foreign_crds().expect("stand-in CRDs");
+            crds.push(VeleroInstall::crd());
+            install_crds(&client, crds).await.expect("CRDs");
+        })
+        .await;
+        let namespace = env.namespace(&client, "reconcile").await.expect("namespace");
+        let recorder = Recorder::new(client.clone(), Reporter { controller: "test".into(), instance: None });
+        let dyn_platform: Arc<dyn Platform> = Arc::new(platform.clone());
+        let ctx = Arc::new(Context::new(client.clone(), dyn_platform, INFRA.into(), recorder));
+        Fixture { client, namespace, platform, ctx }
+    }
+
+    fn cloud(&self) -> &InMemoryCloud {
+        self.platform.cloud()
+    }
+
+    fn installs(&self) -> Api<VeleroInstall> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    async fn create(&self, name: &str, spec: Value) -> VeleroInstall {
+        let vi: VeleroInstall = serde_json::from_value(json!({
+            "apiVersion": "managed.openshift.io/v1alpha2", "kind": "VeleroInstall",
+            "metadata": {"name": name}, "spec": spec
+        }))
+        .expect("VeleroInstall");
+        self.installs().create(&PostParams::default(), &vi).await.expect("create VeleroInstall")
+    }
+
+    async fn get(&self, name: &str) -> VeleroInstall {
+        self.installs().get(name).await.expect("get VeleroInstall")
+    }
+
+    async fn reconcile(&self, name: &str) -> Result<kube::runtime::controller::Action, reconcile::Error> {
+        reconcile::reconcile(Arc::new(self.get(name).await), self.ctx.clone()).await
+    }
+
+    async fn condition(&self, name: &str, type_: &str) -> (String, String, String) {
+        let vi = self.get(name).await;
+        let c = vi
+            .status
+            .iter()
+            .flat_map(|s| s.conditions.iter())
+            .find(|c| c.type_ == type_)
+            .unwrap_or_else(|| panic!("no {type_} condition in {:?}", vi.status));
+        (c.status.clone(), c.reason.clone(), c.message.clone())
+    }
+
+    fn api(&self, resource: &ApiResource) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), &self.namespace, resource)
+    }
+
+    async fn object(&self, resource: &ApiResource, name: &str) -> Option<DynamicObject> {
+        self.api(resource).get_opt(name).await.expect("get object")
+    }
+
+    /// What the cluster's credential operator and the kubelet would do.
+    async fn make_velero_ready(&self) {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "velero-iam-credentials"},
+                            "stringData": {"credentials": "[default]\n"}});
+        secrets
+            .patch("velero-iam-credentials", &PatchParams::apply("cco").force(), &Patch::Apply(&secret))
+            .await
+            .expect("secret");
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
+        let status = json!({"status": {"replicas": 1, "availableReplicas": 1, "readyReplicas": 1}});
+        deployments
+            .patch_status("velero", &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .expect("status");
+    }
+
+    async fn resource_versions(&self) -> Vec<String> {
+        let mut versions = vec![self.get("cluster").await.resource_version().unwrap_or_default()];
+        for kind in controller::owned_kinds() {
+            for o in self.api(&kind).list(&Default::default()).await.expect("list").items {
+                versions.push(format!(
+                    "{}/{}={}",
+                    kind.kind,
+                    o.name_any(),
+                    o.resource_version().unwrap_or_default()
+                ));
+            }
+        }
+        versions
+    }
+
+    fn buckets(&self) -> Vec<String> {
+        self.cloud().bucket_names()
+    }
+}
+
+fn bucket_of(vi: &VeleroInstall) -> (Option<String>, bool, bool) {
+    let s = vi.status.as_ref().and_then(|s| s.storage_bucket.clone()).unwrap_or_default();
+    (s.name, s.provisioned, s.last_sync_timestamp.is_some())
+}
+
+#[tokio::test]
+async fn fresh_install_reaches_ready_and_then_writes_nothing() {
+    let f = Fixture::new().await;
+    f.create("cluster", json!({})).await;
+
+    f.reconcile("cluster").await.expect("first reconcile");
+    let vi = f.get("cluster").await;
+    let (name, provisioned, synced) = bucket_of(&vi);
+    let name = name.expect("bucket name in status");
+    assert!(name.starts_with(BUCKET_NAME_PREFIX) && provisioned && synced);
+    assert_eq!(f.buckets(), std::slice::from_ref(&name), "exactly one bucket");
+    let status = vi.status.as_ref().expect("status");
+    assert_eq!((status.platform.as_deref(), status.region.as_deref()), (Some("InMemory"), Some(REGION)));
+    assert_eq!(status.observed_generation, vi.metadata.generation);
+    let bsl = f.object(&build::backup_storage_location(), "default").await.expect("BSL");
+    assert_eq!(bsl.data["spec"]["objectStorage"]["bucket"], name.as_str());
+    for kind in controller::owned_kinds() {
+        let expected = match kind.kind.as_str() {
+            "Deployment" => "velero",
+            "Service" | "ServiceMonitor" => "velero-metrics",
+            "CredentialsRequest" => "velero-iam-credentials",
+            _ => "default",
+        };
+        let object = f.object(&kind, expected).await.unwrap_or_else(|| panic!("{} missing", kind.kind));
+        let managers: Vec<_> =
+            object.metadata.managed_fields.iter().flatten().filter_map(|m| m.manager.clone()).collect();
+        assert!(managers.contains(&"managed-velero-operator".to_owned()), "{managers:?}");
+    }
+    assert_eq!(f.condition("cluster", "BucketReady").await.0, "True");
+    assert_eq!(f.condition("cluster", "VeleroReady").await.1, "DeploymentUnavailable");
+    assert_eq!(f.condition("cluster", "Ready").await.0, "False");
+
+    f.make_velero_ready().await;
+    f.reconcile("cluster").await.expect("second reconcile");
+    assert_eq!(f.condition("cluster", "Ready").await.0, "True");
+
+    // Steady state: nothing written to Kubernetes or the cloud.
+    let versions = f.resource_versions().await;
+    let cloud_writes = f.cloud().writes();
+    let cloud_reads = f.cloud().reads();
+    let action = f.reconcile("cluster").await.expect("steady reconcile");
+    assert_eq!(f.resource_versions().await, versions, "steady state wrote to Kubernetes");
+    assert_eq!(
+        (f.cloud().writes(), f.cloud().reads()),
+        (cloud_writes, cloud_reads),
+        "bucket check not due yet"
+    );
+    assert!(format!("{action:?}").contains("requeue_after: Some"), "{action:?}");
+}
+
+#[tokio::test]
+async fn requested_check_reads_the_cloud_and_corrects_drift() {
+    let f = Fixture::new().await;
+    f.create("cluster", json!({})).await;
+    f.reconcile("cluster").await.expect("install");
+    let name = bucket_of(&f.get("cluster").await).0.expect("name");
+    f.cloud().tamper(&name, |b| b.public_access = Default::default()).expect("tamper");
+
+    let now =
+        k8s_openapi::jiff::Timestamp::now().checked_add(Duration::from_secs(1)).expect("ts").to_string();
+    let annotate = json!({"metadata": {"annotations": {"managed.openshift.io/reconcile-requested-at": now}}});
+    f.installs().patch("cluster", &PatchParams::default(), &Patch::Merge(&annotate)).await.expect("annotate");
+    let writes = f.cloud().writes();
+    f.reconcile("cluster").await.expect("requested check");
+    assert_eq!(f.cloud().writes(), writes + 1, "exactly the public access block is rewritten");
+    assert!(f.cloud().bucket(&name).expect("bucket").public_access.is_fully_blocked());
+}
+
+#[tokio::test]
+async fn a_cluster_that_ran_mvo_keeps_its_bucket() {
+    let f = Fixture::new().await;
+    let mvo_bucket = "managed-velero-backups-1f0c3a2e-9b5d-4c8e-a7f1-0d2b6e4c8a91";
+    f.cloud().insert_bucket("self", mvo_bucket, REGION, mvo_core::Owner::new(INFRA).tags());
+    f.create("cluster", json!({})).await;
+    let status = json!({"status": {"storageBucket": {"name": mvo_bucket, "provisioned": true,
+                                     "lastSyncTimestamp": "2026-01-01T00:00:00Z"}}});
+    f.installs()
+        .patch_status("cluster", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("MVO status");
+
+    f.reconcile("cluster").await.expect("adopt");
+    assert_eq!(f.buckets(), [mvo_bucket], "no new bucket");
+    assert_eq!(bucket_of(&f.get("cluster").await).0.as_deref(), Some(mvo_bucket));
+    let hardened = f.cloud().bucket(mvo_bucket).expect("bucket");
+    assert!(hardened.public_access.is_fully_blocked() && hardened.encryption.is_some());
+}
+
+#[tokio::test]
+async fn recovery_adopts_the_tagged_bucket_and_refuses_ambiguity() {
+    let f = Fixture::new().await;
+    f.cloud().insert_bucket("self", "ours-1", REGION, mvo_core::Owner::new(INFRA).tags());
+    f.cloud().insert_bucket("self", "theirs", REGION, mvo_core::Owner::new("other-cluster").tags());
+    f.create("cluster", json!({})).await;
+    f.reconcile("cluster").await.expect("recover");
+    assert_eq!(bucket_of(&f.get("cluster").await).0.as_deref(), Some("ours-1"));
+
+    let g = Fixture::new().await;
+    g.cloud().insert_bucket("self", "ours-a", REGION, mvo_core::Owner::new(INFRA).tags());
+    g.cloud().insert_bucket("self", "ours-b", REGION, mvo_core::Owner::new(INFRA).tags());
+    g.create("cluster", json!({})).await;
+    g.reconcile("cluster").await.expect("ambiguous is a condition, not an error");
+    let (status, reason, message) = g.condition("cluster", "BucketReady").await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "AmbiguousBuckets"));
+    assert!(message.contains("ours-a") && message.contains("ours-b"), "{message}");
+    assert_eq!(bucket_of(&g.get("cluster").await).0, None, "nothing adopted");
+    assert!(g.object(&build::backup_storage_location(), "default").await.is_none());
+}
+
+#[tokio::test]
+async fn a_name_taken_by_another_account_is_replaced_and_left_alone() {
+    let f = Fixture::new().await;
+    let taken = "managed-velero-backups-taken";
+    f.cloud().insert_bucket("another-account", taken, REGION, Default::default());
+    f.create("cluster", json!({})).await;
+    let status = json!({"status": {"storageBucket": {"name": taken, "provisioned": false}}});
+    f.installs()
+        .patch_status("cluster", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("status");
+
+    f.reconcile("cluster").await.expect("reconcile");
+    let name = bucket_of(&f.get("cluster").await).0.expect("name");
+    assert_ne!(name, taken);
+    assert_eq!(f.buckets().len(), 2);
+    assert_eq!(f.cloud().bucket(taken).expect("theirs").tags, Default::default(), "their bucket untouched");
+}
+
+#[tokio::test]
+async fn a_crash_between_naming_and_creating_leaves_exactly_one_bucket() {
+    let f = Fixture::new().await;
+    f.create("cluster", json!({})).await;
+    // Recovery finds nothing, the new name is persisted, then creation fails: the state a crash
+    // between the two steps leaves behind.
+    f.cloud().inject_at("CreateBucket", Fault::Unavailable);
+    let err = f.reconcile("cluster").await.expect_err("creation fails");
+    assert!(err.is_retryable());
+    let (named, provisioned, _) = bucket_of(&f.get("cluster").await);
+    let named = named.expect("name persisted before creation");
+    assert!(!provisioned);
+    assert!(f.buckets().is_empty());
+    let (status, reason, _) = f.condition("cluster", "BucketReady").await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "Unavailable"));
+
+    f.reconcile("cluster").await.expect("after restart");
+    assert_eq!(f.buckets(), std::slice::from_ref(&named), "same name, exactly one bucket");
+    assert_eq!(bucket_of(&f.get("cluster").await), (Some(named), true, true));
+}
+
+#[tokio::test]
+async fn a_bucket_deleted_out_of_band_is_recreated_with_the_same_name() {
+    let f = Fixture::new().await;
+    f.create("cluster", json!({})).await;
+    f.reconcile("cluster").await.expect("install");
+    let name = bucket_of(&f.get("cluster").await).0.expect("name");
+    let platform = f.platform.clone();
+    mvo_testkit::Backdoor::delete_bucket(&platform, &name).await.expect("delete");
+    let annotate =
+        json!({"metadata": {"annotations": {"managed.openshift.io/reconcile-requested-at": "now"}}});
+    f.installs().patch("cluster", &PatchParams::default(), &Patch::Merge(&annotate)).await.expect("annotate");
+    f.reconcile("cluster").await.expect("recreate");
+    assert_eq!(f.buckets(), [name]);
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(f.client.clone(), &f.namespace);
+    let reasons: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(reasons.contains(&"BucketMissing".to_owned()), "{reasons:?}");
+    assert!(reasons.contains(&"BucketCreated".to_owned()), "{reasons:?}");
+}
+
+#[tokio::test]
+async fn only_the_install_named_cluster_is_reconciled() {
+    let f = Fixture::new().await;
+    f.create("other", json!({})).await;
+    f.reconcile("other").await.expect("ignored");
+    let (status, reason, _) = f.condition("other", "Ready").await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "UnsupportedName"));
+    assert!(f.buckets().is_empty());
+    assert!(f.object(&ApiResource::erase::<Deployment>(&()), "velero").await.is_none());
+}
+
+#[tokio::test]
+async fn invalid_spec_is_a_condition_naming_the_field() {
+    let f = Fixture::new().await;
+    f.create("cluster", json!({"resyncInterval": "30s"})).await;
+    f.reconcile("cluster").await.expect("invalid spec is not an error");
+    let (status, reason, message) = f.condition("cluster", "Ready").await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidSpec"));
+    assert!(message.contains("spec.resyncInterval"), "{message}");
+    assert!(f.buckets().is_empty());
+}
+
+#[tokio::test]
+async fn the_schema_rejects_bad_specs() {
+    let f = Fixture::new().await;
+    for spec in [
+        json!({"backupRetentionDays": 0}),
+        json!({"resyncInterval": "soon"}),
+        json!({"storageBucket": {"kmsKeyID": "arn:aws:kms:eu-west-1:123456789012:key/k", "kmsKeyName": "x"}}),
+        json!({"storageBucket": {"name": "Not_A_Bucket"}}),
+    ] {
+        let vi: VeleroInstall = serde_json::from_value(json!({
+            "apiVersion": "managed.openshift.io/v1alpha2", "kind": "VeleroInstall",
+            "metadata": {"name": "cluster"}, "spec": spec
+        }))
+        .expect("object");
+        let err = f.installs().create(&PostParams::default(), &vi).await.expect_err("rejected");
+        assert!(matches!(&err, kube::Error::Api(s) if s.code == 422), "{spec}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn the_controller_restores_edited_and_deleted_objects() {
+    let f = Fixture::new().await;
+    f.create("cluster", json!({})).await;
+    let ctx = f.ctx.clone();
+    let namespace = f.namespace.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(async move {
+        controller::run(ctx, &namespace, async move {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let deployments: Api<Deployment> = Api::namespaced(f.client.clone(), &f.namespace);
+    let image = |d: &Deployment| {
+        d.spec.as_ref().and_then(|s| s.template.spec.as_ref()).and_then(|p| p.containers[0].image.clone())
+    };
+    let wait_for = |what: &'static str, check: Box<dyn Fn(Option<Deployment>) -> bool + Send>| {
+        let deployments = deployments.clone();
+        async move {
+            for _ in 0..100 {
+                if check(deployments.get_opt("velero").await.expect("get")) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("{what} not seen within 5 s");
+        }
+    };
+    wait_for("installed Deployment", Box::new(|d| d.is_some())).await;
+
+    let edit =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "velero", "image": "evil:latest"}]}}}});
+    deployments.patch("velero", &PatchParams::default(), &Patch::Strategic(&edit)).await.expect("edit");
+    let started = std::time::Instant::now();
+    wait_for(
+        "image restored",
+        Box::new(move |d| d.as_ref().and_then(image).is_some_and(|i| i != "evil:latest")),
+    )
+    .await;
+    let restore_latency = started.elapsed();
+
+    deployments.delete("velero", &DeleteParams::default()).await.expect("delete");
+    wait_for("Deployment re-created", Box::new(|d| d.is_some())).await;
+    let _ = stop.send(());
+    controller.await.expect("controller stops");
+    assert!(restore_latency < Duration::from_secs(2), "edit reverted after {restore_latency:?}");
+}
+
+#[tokio::test]
+async fn aws_on_moto_waits_for_credentials_then_installs_without_leaking_them() {
+    let s3 = mvo_testkit::env::S3Env::shared().expect("moto (run `make testenv`)");
+    let credentials_dir = std::env::temp_dir().join(format!("mvo-creds-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&credentials_dir).expect("dir");
+    let config = mvo_core::ProviderConfig {
+        platform: "AWS".into(),
+        region: Some(REGION.into()),
+        infrastructure_name: INFRA.into(),
+        credentials_dir: credentials_dir.clone(),
+        endpoint: Some(s3.endpoint().to_owned()),
+        ..Default::default()
+    };
+    let aws: Arc<dyn Platform> = Arc::new(mvo_provider_aws::AwsPlatform::new(&config).expect("AWS platform"));
+    let f = Fixture::with_cloud(aws.clone()).await;
+    f.create("cluster", json!({})).await;
+
+    let err = f.reconcile("cluster").await.expect_err("no credentials yet");
+    assert!(err.is_retryable(), "missing credentials are retried with backoff");
+    let (status, reason, message) = f.condition("cluster", "CredentialsReady").await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "CredentialsUnusable"));
+    assert!(message.contains("aws_access_key_id"), "names the missing key: {message}");
+
+    let secret = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYSECRET";
+    std::fs::write(credentials_dir.join("aws_access_key_id"), "AKIAMVOTESTKEY").expect("key id");
+    std::fs::write(credentials_dir.join("aws_secret_access_key"), secret).expect("secret");
+    f.reconcile("cluster").await.expect("install with credentials");
+    let vi = f.get("cluster").await;
+    let name = bucket_of(&vi).0.expect("bucket");
+    let state = aws.object_store().observe_bucket(&name).await.expect("bucket exists in S3");
+    assert!(state.public_access.is_fully_blocked());
+    assert_eq!(f.condition("cluster", "BucketReady").await.0, "True");
+
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(f.client.clone(), &f.namespace);
+    let everything = format!(
+        "{}{}",
+        serde_json::to_string(&vi).expect("json"),
+        serde_json::to_string(&events.list(&Default::default()).await.expect("events").items).expect("json")
+    );
+    assert!(!everything.contains(secret), "credential leaked into status or events");
+    std::fs::remove_dir_all(&credentials_dir).expect("cleanup");
+}
