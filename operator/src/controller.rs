@@ -14,7 +14,7 @@ use std::{
 };
 
 use futures_util::{FutureExt, Stream, StreamExt};
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
+use k8s_openapi::api::{apps::v1::Deployment, batch::v1::Job, core::v1::Service};
 use kube::{
     Api, Client, ResourceExt,
     api::{ApiResource, DynamicObject},
@@ -36,6 +36,7 @@ use crate::{
 pub fn owned_kinds() -> Vec<ApiResource> {
     vec![
         ApiResource::erase::<Deployment>(&()),
+        ApiResource::erase::<Job>(&()),
         ApiResource::erase::<Service>(&()),
         build::backup_storage_location(),
         build::volume_snapshot_location(),
@@ -51,11 +52,17 @@ fn install_trigger(vi: &VeleroInstall) -> Option<u64> {
     Some(hasher.finish())
 }
 
-/// A fingerprint of everything in an object except its status and bookkeeping metadata.
+/// Status fields that change what the operator reports: a Deployment becoming available, the
+/// CRD Job finishing. Everything else in status (Velero's BSL sync times) is ignored.
+const READINESS_FIELDS: [&str; 3] = ["availableReplicas", "succeeded", "failed"];
+
+/// A fingerprint of everything in an object except bookkeeping metadata and status churn.
 pub fn spec_fingerprint(object: &DynamicObject) -> u64 {
     let mut value = serde_json::to_value(object).unwrap_or_default();
     if let Value::Object(map) = &mut value {
-        map.remove("status");
+        if let Some(Value::Object(status)) = map.get_mut("status") {
+            status.retain(|k, _| READINESS_FIELDS.contains(&k.as_str()));
+        }
         if let Some(Value::Object(meta)) = map.get_mut("metadata") {
             meta.retain(|k, _| {
                 matches!(k.as_str(), "labels" | "annotations" | "ownerReferences" | "deletionTimestamp")
@@ -173,6 +180,9 @@ mod tests {
         churned["metadata"]["resourceVersion"] = json!("2");
         churned["status"]["lastSyncedTime"] = json!("2026-11-26T10:01:00Z");
         assert_eq!(spec_fingerprint(&object(base.clone())), spec_fingerprint(&object(churned)));
+        let mut finished = base.clone();
+        finished["status"]["succeeded"] = json!(1);
+        assert_ne!(spec_fingerprint(&object(base.clone())), spec_fingerprint(&object(finished)));
         let mut edited = base.clone();
         edited["spec"]["provider"] = json!("gcp");
         assert_ne!(spec_fingerprint(&object(base)), spec_fingerprint(&object(edited)));

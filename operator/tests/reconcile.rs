@@ -108,7 +108,9 @@ impl Fixture {
         self.api(resource).get_opt(name).await.expect("get object")
     }
 
-    /// What the cluster's credential operator and the kubelet would do.
+    /// What the cluster's credential operator, the Job controller and the kubelet would do:
+    /// mint Velero's secret, run the CRD Job (its pod "prints" one CRD unique to this test) and
+    /// make the Deployment available.
     async fn make_velero_ready(&self) {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
         let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "velero-iam-credentials"},
@@ -117,12 +119,56 @@ impl Fixture {
             .patch("velero-iam-credentials", &PatchParams::apply("cco").force(), &Patch::Apply(&secret))
             .await
             .expect("secret");
+        self.complete_crds_job(&[&self.test_crd_name()]).await;
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
         let status = json!({"status": {"replicas": 1, "availableReplicas": 1, "readyReplicas": 1}});
         deployments
             .patch_status("velero", &PatchParams::default(), &Patch::Merge(&status))
             .await
             .expect("status");
+    }
+
+    /// A CRD name no other test uses (CRDs are cluster-scoped and the API server is shared).
+    fn test_crd_name(&self) -> String {
+        format!("widgets.{}.velero.test", self.namespace)
+    }
+
+    /// Marks the CRD Job succeeded with a pod whose log holds `crd_names` as Velero prints them.
+    async fn complete_crds_job(&self, crd_names: &[&str]) {
+        let job_name = build::crds_job_name(mvo_operator::reconcile::validate::DEFAULT_VELERO_IMAGE);
+        let log: String = crd_names
+            .iter()
+            .map(|name| {
+                let (plural, group) = name.split_once('.').expect("plural.group");
+                format!(
+                    "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: {name}\nspec:\n  group: {group}\n  names: {{kind: Widget, listKind: WidgetList, plural: {plural}, singular: widget}}\n  scope: Namespaced\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("---\n");
+        let jobs: Api<k8s_openapi::api::batch::v1::Job> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        let status = json!({"status": {"succeeded": 1}});
+        jobs.patch_status(&job_name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .expect("job status");
+        let pods: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("{job_name}-x7k2p"),
+                         "labels": {"batch.kubernetes.io/job-name": job_name, "job-name": job_name},
+                         "annotations": {"mvo-test-apiserver/log": log}},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "velero-crds", "image": "velero"}]}
+        });
+        let pod_name = format!("{job_name}-x7k2p");
+        pods.patch(&pod_name, &PatchParams::apply("kubelet").force(), &Patch::Apply(&pod))
+            .await
+            .expect("pod");
+        let phase = json!({"status": {"phase": "Succeeded"}});
+        pods.patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&phase))
+            .await
+            .expect("pod phase");
     }
 
     async fn resource_versions(&self) -> Vec<String> {
@@ -164,26 +210,35 @@ async fn fresh_install_reaches_ready_and_then_writes_nothing() {
     let status = vi.status.as_ref().expect("status");
     assert_eq!((status.platform.as_deref(), status.region.as_deref()), (Some("InMemory"), Some(REGION)));
     assert_eq!(status.observed_generation, vi.metadata.generation);
+    assert_eq!(f.condition("cluster", "BucketReady").await.0, "True");
+    assert_eq!(f.condition("cluster", "VeleroReady").await.1, "InstallingVeleroCRDs");
+    assert!(f.object(&build::backup_storage_location(), "default").await.is_none(), "BSL waits for the CRDs");
+
+    f.make_velero_ready().await;
+    f.reconcile("cluster").await.expect("second reconcile");
+    let crds: Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    > = Api::all(f.client.clone());
+    let crd = crds.get(&f.test_crd_name()).await.expect("CRD from the Job's log applied");
+    assert_eq!(
+        crd.labels().get("app.kubernetes.io/managed-by").map(String::as_str),
+        Some("managed-velero-operator")
+    );
     let bsl = f.object(&build::backup_storage_location(), "default").await.expect("BSL");
     assert_eq!(bsl.data["spec"]["objectStorage"]["bucket"], name.as_str());
     for kind in controller::owned_kinds() {
         let expected = match kind.kind.as_str() {
-            "Deployment" => "velero",
-            "Service" | "ServiceMonitor" => "velero-metrics",
-            "CredentialsRequest" => "velero-iam-credentials",
-            _ => "default",
+            "Deployment" => "velero".to_owned(),
+            "Job" => build::crds_job_name(mvo_operator::reconcile::validate::DEFAULT_VELERO_IMAGE),
+            "Service" | "ServiceMonitor" => "velero-metrics".to_owned(),
+            "CredentialsRequest" => "velero-iam-credentials".to_owned(),
+            _ => "default".to_owned(),
         };
-        let object = f.object(&kind, expected).await.unwrap_or_else(|| panic!("{} missing", kind.kind));
+        let object = f.object(&kind, &expected).await.unwrap_or_else(|| panic!("{} missing", kind.kind));
         let managers: Vec<_> =
             object.metadata.managed_fields.iter().flatten().filter_map(|m| m.manager.clone()).collect();
         assert!(managers.contains(&"managed-velero-operator".to_owned()), "{managers:?}");
     }
-    assert_eq!(f.condition("cluster", "BucketReady").await.0, "True");
-    assert_eq!(f.condition("cluster", "VeleroReady").await.1, "DeploymentUnavailable");
-    assert_eq!(f.condition("cluster", "Ready").await.0, "False");
-
-    f.make_velero_ready().await;
-    f.reconcile("cluster").await.expect("second reconcile");
     assert_eq!(f.condition("cluster", "Ready").await.0, "True");
 
     // Steady state: nothing written to Kubernetes or the cloud.
@@ -456,4 +511,40 @@ async fn aws_on_moto_waits_for_credentials_then_installs_without_leaking_them() 
     );
     assert!(!everything.contains(secret), "credential leaked into status or events");
     std::fs::remove_dir_all(&credentials_dir).expect("cleanup");
+}
+
+#[tokio::test]
+async fn velero_crds_of_another_installer_are_left_alone_and_reported() {
+    let f = Fixture::new().await;
+    let theirs = format!("gadgets.{}.velero.test", f.namespace);
+    let crds: Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    > = Api::all(f.client.clone());
+    let olm: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
+        serde_json::from_value(json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": theirs, "labels": {"operators.coreos.com/oadp-operator.openshift-adp": ""}},
+            "spec": {"group": format!("{}.velero.test", f.namespace), "scope": "Namespaced",
+                     "names": {"kind": "Gadget", "listKind": "GadgetList", "plural": "gadgets", "singular": "gadget"},
+                     "versions": [{"name": "v1", "served": true, "storage": true,
+                                   "schema": {"openAPIV3Schema": {"type": "object"}}}]}
+        }))
+        .expect("crd");
+    let olm = crds.create(&PostParams::default(), &olm).await.expect("OLM's CRD");
+    f.create("cluster", json!({})).await;
+    f.reconcile("cluster").await.expect("install");
+    f.make_velero_ready().await;
+    f.complete_crds_job(&[&f.test_crd_name(), &theirs]).await;
+    f.reconcile("cluster").await.expect("CRDs");
+
+    let after = crds.get(&theirs).await.expect("still there");
+    // The API server itself updates a new CRD's status, so compare what an installer owns.
+    let managers: Vec<_> =
+        after.metadata.managed_fields.iter().flatten().filter_map(|m| m.manager.clone()).collect();
+    assert!(!managers.contains(&"managed-velero-operator".to_owned()), "we wrote to their CRD: {managers:?}");
+    assert_eq!((after.labels(), &after.spec), (olm.labels(), &olm.spec));
+    assert!(crds.get(&f.test_crd_name()).await.is_ok(), "our CRD applied");
+    let (status, _, message) = f.condition("cluster", "VeleroReady").await;
+    assert_eq!(status, "True");
+    assert!(message.contains(&theirs), "{message}");
 }

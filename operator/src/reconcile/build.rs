@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec},
+        batch::v1::{Job, JobSpec},
         core::v1::{
             Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
             EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, NodeAffinity, NodeSelectorRequirement,
@@ -227,6 +228,71 @@ fn metrics_probe() -> Probe {
     }
 }
 
+/// Name of the Job that prints the CRDs of `velero_image`; one per image, so an image change
+/// runs a new Job and upgrades the CRDs.
+pub fn crds_job_name(velero_image: &str) -> String {
+    // FNV-1a: stable across builds and Rust versions, unlike DefaultHasher.
+    let hash = velero_image
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("velero-crds-{:08x}", hash as u32)
+}
+
+/// The Job that runs the Velero image's own `velero install --crds-only --dry-run -o yaml`, so
+/// the CRDs always match the image (the Velero Helm chart's approach). It needs no API access.
+pub fn crds_job(install: &VeleroInstall, desired: &DesiredInstall) -> DesiredObject {
+    let owner = install.controller_owner_ref(&()).unwrap_or_default();
+    let name = crds_job_name(&desired.velero_image);
+    let job = Job {
+        metadata: object_meta(&name, install, &owner),
+        spec: Some(JobSpec {
+            backoff_limit: Some(3),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels()), ..Default::default() }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    automount_service_account_token: Some(false),
+                    containers: vec![Container {
+                        name: "velero-crds".into(),
+                        image: Some(desired.velero_image.clone()),
+                        command: Some(vec!["/velero".into()]),
+                        args: Some(
+                            ["install", "--crds-only", "--dry-run", "-o", "yaml"].map(String::from).to_vec(),
+                        ),
+                        security_context: Some(restricted()),
+                        ..Default::default()
+                    }],
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    tolerations: Some(vec![infra_toleration()]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    DesiredObject::new(ApiResource::erase::<Job>(&()), &name, json!(job))
+}
+
+fn infra_toleration() -> Toleration {
+    Toleration {
+        key: Some(INFRA_NODE.into()),
+        operator: Some("Exists".into()),
+        effect: Some("NoSchedule".into()),
+        ..Default::default()
+    }
+}
+
+/// Node role of infrastructure nodes, where Velero prefers to run.
+const INFRA_NODE: &str = "node-role.kubernetes.io/infra";
+
 /// The Velero server Deployment.
 pub fn deployment(
     install: &VeleroInstall,
@@ -309,7 +375,6 @@ pub fn deployment(
             ..Default::default()
         },
     ];
-    let infra_node = "node-role.kubernetes.io/infra";
     Deployment {
         metadata: object_meta(VELERO, install, owner),
         spec: Some(DeploymentSpec {
@@ -334,12 +399,7 @@ pub fn deployment(
                         }),
                         ..Default::default()
                     }),
-                    tolerations: Some(vec![Toleration {
-                        key: Some(infra_node.into()),
-                        operator: Some("Exists".into()),
-                        effect: Some("NoSchedule".into()),
-                        ..Default::default()
-                    }]),
+                    tolerations: Some(vec![infra_toleration()]),
                     affinity: Some(Affinity {
                         node_affinity: Some(NodeAffinity {
                             preferred_during_scheduling_ignored_during_execution: Some(vec![
@@ -347,7 +407,7 @@ pub fn deployment(
                                     weight: 1,
                                     preference: NodeSelectorTerm {
                                         match_expressions: Some(vec![NodeSelectorRequirement {
-                                            key: infra_node.into(),
+                                            key: INFRA_NODE.into(),
                                             operator: "Exists".into(),
                                             ..Default::default()
                                         }]),
@@ -478,6 +538,20 @@ mod tests {
         );
         let seccomp = pod.security_context.and_then(|s| s.seccomp_profile).expect("seccomp");
         assert_eq!(seccomp.type_, "RuntimeDefault");
+    }
+
+    #[test]
+    fn crds_job_runs_the_velero_image_itself() {
+        let platform = InMemoryPlatform::new("eu-west-1");
+        let desired = validate(&VeleroInstallSpec::default(), &platform).expect("valid");
+        let job = crds_job(&install(), &desired);
+        assert_eq!(job.name, crds_job_name(&desired.velero_image));
+        let container = &job.object["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["image"], desired.velero_image.as_str());
+        assert_eq!(container["args"], json!(["install", "--crds-only", "--dry-run", "-o", "yaml"]));
+        assert_eq!(job.object["spec"]["template"]["spec"]["restartPolicy"], "Never");
+        assert_ne!(crds_job_name("velero:v1.17.0"), crds_job_name("velero:v1.17.1"));
+        assert_eq!(crds_job_name("velero:v1.17.0"), crds_job_name("velero:v1.17.0"));
     }
 
     #[test]

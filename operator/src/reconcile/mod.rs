@@ -7,6 +7,7 @@ pub mod apply;
 pub mod bucket;
 pub mod build;
 pub mod conditions;
+pub mod crds;
 pub mod validate;
 
 use std::{
@@ -35,6 +36,7 @@ use self::{
     apply::Applied,
     bucket::BucketOutcome,
     conditions::{BUCKET_READY, CREDENTIALS_READY, PLATFORM_SUPPORTED, Report, VELERO_READY},
+    crds::CrdsOutcome,
     validate::{DEFAULT_RESYNC_INTERVAL, DesiredInstall, InvalidSpec},
 };
 use crate::crd::{RECONCILED_NAME, VeleroInstall, VeleroInstallStatus};
@@ -348,41 +350,48 @@ async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Res
         }
     };
 
-    let objects = build::velero_objects(vi, desired, &bucket_name, ctx.platform.as_ref());
-    let mut installed = Vec::new();
-    let mut restored = Vec::new();
-    for object in &objects {
-        match apply::apply(&ctx.client, &namespace, object).await? {
-            Applied::Unchanged => {}
-            Applied::Created => installed.push(object.describe()),
-            Applied::Corrected => restored.push(object.describe()),
+    // Velero's own kinds can only be applied once the CRD Job has installed their CRDs.
+    let (velero_kinds, others): (Vec<_>, Vec<_>) =
+        build::velero_objects(vi, desired, &bucket_name, ctx.platform.as_ref())
+            .into_iter()
+            .partition(|o| o.resource.group == "velero.io");
+    let crds_job = build::crds_job(vi, desired);
+    let mut applied = Vec::new();
+    for object in others.iter().chain([&crds_job]) {
+        applied.push((object.describe(), apply::apply(&ctx.client, &namespace, object).await?));
+    }
+    let crds = crds::ensure(&ctx.client, &namespace, &crds_job.name).await?;
+    if matches!(crds, CrdsOutcome::Applied { .. }) {
+        for object in &velero_kinds {
+            applied.push((object.describe(), apply::apply(&ctx.client, &namespace, object).await?));
         }
     }
-    if !installed.is_empty() {
-        publish(
-            ctx,
-            vi,
-            EventType::Normal,
-            "VeleroInstalled",
-            "Apply",
-            format!("created {}", installed.join(", ")),
-        )
-        .await;
-    }
-    if !restored.is_empty() {
-        publish(
-            ctx,
-            vi,
-            EventType::Normal,
-            "VeleroObjectRestored",
-            "Apply",
-            format!("restored {}", restored.join(", ")),
-        )
-        .await;
-    }
+    announce_objects(ctx, vi, &applied).await;
+    let not_served: Vec<&str> =
+        applied.iter().filter(|(_, a)| *a == Applied::KindNotServed).map(|(o, _)| o.as_str()).collect();
 
     let credentials = velero_credentials(ctx, &namespace).await?;
-    let velero = velero_available(ctx, &namespace).await?;
+    let velero = match &crds {
+        CrdsOutcome::Pending => {
+            Report::fail(VELERO_READY, "InstallingVeleroCRDs", "waiting for the Velero CRD Job")
+        }
+        CrdsOutcome::JobFailed(message) => Report::fail(VELERO_READY, "VeleroCRDJobFailed", message.clone()),
+        CrdsOutcome::Applied { foreign } => {
+            let mut report = velero_available(ctx, &namespace).await?;
+            if !foreign.is_empty() {
+                report.message.push_str(&format!(
+                    "; CRDs managed by another installer were left alone: {}",
+                    foreign.join(", ")
+                ));
+            }
+            if !not_served.is_empty() {
+                report
+                    .message
+                    .push_str(&format!("; not applied, kind not installed: {}", not_served.join(", ")));
+            }
+            report
+        }
+    };
     let waiting = !credentials.ok || !velero.ok;
     reports[1] = credentials;
     reports.push(velero);
@@ -399,6 +408,21 @@ async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Res
     .await?;
     let wait = if waiting { next_check_in.min(WAITING_REQUEUE) } else { next_check_in };
     Ok(Action::requeue(jitter(wait)))
+}
+
+async fn announce_objects(ctx: &Context, vi: &VeleroInstall, applied: &[(String, Applied)]) {
+    let with = |outcome: Applied| -> Vec<&str> {
+        applied.iter().filter(|(_, a)| *a == outcome).map(|(o, _)| o.as_str()).collect()
+    };
+    let (installed, restored) = (with(Applied::Created), with(Applied::Corrected));
+    if !installed.is_empty() {
+        let note = format!("created {}", installed.join(", "));
+        publish(ctx, vi, EventType::Normal, "VeleroInstalled", "Apply", note).await;
+    }
+    if !restored.is_empty() {
+        let note = format!("restored {}", restored.join(", "));
+        publish(ctx, vi, EventType::Normal, "VeleroObjectRestored", "Apply", note).await;
+    }
 }
 
 async fn stop_on_bucket(
