@@ -3,7 +3,7 @@ CARGO ?= cargo
 CRD_FILE := deploy/crds/managed.openshift.io_veleroinstalls.yaml
 CRATES := mvo-core mvo-provider-aws mvo-provider-gcp mvo-testkit mvo-operator
 
-.PHONY: test testenv demo lint fmt crds check-crds check-crates build
+.PHONY: test testenv demo lint fmt crds check-crds check-crates
 
 ## Run every test of the workspace (builds the local environment first when it is not cached).
 test: testenv
@@ -15,11 +15,9 @@ testenv:
 	testkit/scripts/install-moto.sh
 
 ## Run the operator's main job against the local environment.
-demo: build
-	@./scripts/demo.sh
-
-build:
-	$(CARGO) build --locked -p mvo-operator
+demo: testenv
+	$(CARGO) build --locked -p mvo-operator --bins --examples
+	$(CARGO) run --quiet --locked -p mvo-operator --example demo
 
 ## Formatting check and clippy with warnings as errors.
 lint:
