@@ -465,6 +465,16 @@ async fn the_controller_restores_edited_and_deleted_objects() {
 
     deployments.delete("velero", &DeleteParams::default()).await.expect("delete");
     wait_for("Deployment re-created", Box::new(|d| d.is_some())).await;
+
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(f.client.clone(), &f.namespace);
+    services.delete("velero-metrics", &DeleteParams::default()).await.expect("delete Service");
+    for _ in 0..100 {
+        if services.get_opt("velero-metrics").await.expect("get").is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(services.get_opt("velero-metrics").await.expect("get").is_some(), "Service not re-created");
     let _ = stop.send(());
     controller.await.expect("controller stops");
     assert!(restore_latency < Duration::from_secs(2), "edit reverted after {restore_latency:?}");
@@ -547,4 +557,19 @@ async fn velero_crds_of_another_installer_are_left_alone_and_reported() {
     let (status, _, message) = f.condition("cluster", "VeleroReady").await;
     assert_eq!(status, "True");
     assert!(message.contains(&theirs), "{message}");
+}
+
+#[tokio::test]
+async fn permission_denied_is_a_condition_naming_the_permission_and_not_retried_quickly() {
+    let f = Fixture::new().await;
+    f.create("cluster", json!({})).await;
+    f.cloud().inject_at("CreateBucket", Fault::PermissionDenied);
+    let err = f.reconcile("cluster").await.expect_err("denied");
+    assert!(!err.is_retryable(), "a missing permission waits for the resync, not a backoff storm");
+    let vi = Arc::new(f.get("cluster").await);
+    let action = reconcile::error_policy(vi, &err, f.ctx.clone());
+    assert!(format!("{action:?}").contains("3600s"), "retried at the resync interval: {action:?}");
+    let (status, reason, message) = f.condition("cluster", "BucketReady").await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "PermissionDenied"));
+    assert!(message.contains("CreateBucket"), "names the refused call: {message}");
 }

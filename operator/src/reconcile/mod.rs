@@ -82,7 +82,7 @@ impl Context {
     pub fn next_backoff(&self, uid: &str) -> Duration {
         let mut failures = self.failures();
         let count = failures.entry(uid.to_owned()).or_default();
-        let delay = BACKOFF_MIN.saturating_mul(1u32 << (*count).min(16)).min(BACKOFF_MAX);
+        let delay = backoff_delay(*count);
         *count = count.saturating_add(1);
         delay
     }
@@ -90,6 +90,11 @@ impl Context {
     fn reset_backoff(&self, uid: &str) {
         self.failures().remove(uid);
     }
+}
+
+/// The wait after `failures` earlier consecutive failures: 5 s doubling, capped at 5 min.
+fn backoff_delay(failures: u32) -> Duration {
+    BACKOFF_MIN.saturating_mul(1u32 << failures.min(16)).min(BACKOFF_MAX)
 }
 
 /// Why a reconcile pass failed.
@@ -526,6 +531,13 @@ fn jitter(wait: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_from_5s_to_5min() {
+        let delays: Vec<u64> = (0..8).map(|n| backoff_delay(n).as_secs()).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(backoff_delay(u32::MAX), BACKOFF_MAX);
+    }
 
     #[test]
     fn jitter_stays_within_ten_percent() {
