@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use crate::{
     cli::{Cli, Command, GIT_HASH, OPERATOR_NAMESPACE, RunArgs, VERSION},
     controller, crd, providers,
-    reconcile::{Context, apply::FIELD_MANAGER},
+    reconcile::{Context, apply::FIELD_MANAGER, error_chain},
     startup::{self, ProviderSettings, StartupError},
     telemetry,
 };
@@ -55,17 +55,6 @@ pub enum RunError {
     /// Any other failure.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    line
 }
 
 /// `run`: startup checks of SPEC section 2, then the controller until SIGTERM.

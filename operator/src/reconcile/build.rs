@@ -214,6 +214,14 @@ fn restricted() -> SecurityContext {
     }
 }
 
+fn restricted_pod() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
 fn metrics_probe() -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -262,14 +270,7 @@ pub fn crds_job(install: &VeleroInstall, desired: &DesiredInstall) -> DesiredObj
                         security_context: Some(restricted()),
                         ..Default::default()
                     }],
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
+                    security_context: Some(restricted_pod()),
                     tolerations: Some(vec![infra_toleration()]),
                     ..Default::default()
                 }),
@@ -391,14 +392,7 @@ pub fn deployment(
                     containers: vec![velero],
                     volumes: Some(volumes),
                     restart_policy: Some("Always".into()),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
+                    security_context: Some(restricted_pod()),
                     tolerations: Some(vec![infra_toleration()]),
                     affinity: Some(Affinity {
                         node_affinity: Some(NodeAffinity {
