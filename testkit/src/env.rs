@@ -226,6 +226,53 @@ impl KubeEnv {
         Ok(Client::try_from(config)?)
     }
 
+    /// Stops the API server process and starts it again with the same command line (same port,
+    /// same etcd, so no data is lost), for testing how clients survive an API server restart.
+    /// Blocks until the new process listens again.
+    pub fn restart_apiserver(&mut self) -> Result<(), EnvError> {
+        let pid =
+            *self.pids.first().ok_or(EnvError::Start { what: "restart", detail: "no API server".into() })?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map_err(io("reading the API server command line"))?;
+        let argv: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let (program, args) = argv
+            .split_first()
+            .ok_or(EnvError::Start { what: "restart", detail: "empty command line".into() })?;
+        kill_pid(pid);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.0.join("apiserver.log"))
+            .map_err(io("opening apiserver.log"))?;
+        let log_err = log.try_clone().map_err(io("opening apiserver.log"))?;
+        let child = Command::new(program)
+            .args(args)
+            .current_dir(&self.dir.0)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .map_err(io("restarting the API server"))?;
+        self.pids[0] = child.id();
+        let address = self.server.trim_start_matches("https://").to_owned();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(&address).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(EnvError::Start { what: "restarted API server", detail: format!("no answer on {address}") })
+    }
+
     /// Creates a namespace with a unique name starting with `prefix`, for per-test isolation.
     pub async fn namespace(&self, client: &Client, prefix: &str) -> Result<String, EnvError> {
         let name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
