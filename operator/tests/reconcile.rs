@@ -573,3 +573,34 @@ async fn permission_denied_is_a_condition_naming_the_permission_and_not_retried_
     assert_eq!((status.as_str(), reason.as_str()), ("False", "PermissionDenied"));
     assert!(message.contains("CreateBucket"), "names the refused call: {message}");
 }
+
+#[tokio::test]
+async fn a_schedule_whose_backups_outlive_the_lifecycle_is_warned_about() {
+    let f = Fixture::new().await;
+    f.create("cluster", json!({"backupRetentionDays": 30})).await;
+    f.reconcile("cluster").await.expect("install");
+    let schedules =
+        f.api(&ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("velero.io", "v1", "Schedule")));
+    for (name, ttl) in [("daily", "240h0m0s"), ("quarterly", "2160h0m0s")] {
+        let schedule = json!({"apiVersion": "velero.io/v1", "kind": "Schedule", "metadata": {"name": name},
+                              "spec": {"schedule": "0 1 * * *", "template": {"ttl": ttl}}});
+        schedules
+            .patch(name, &PatchParams::apply("admin").force(), &Patch::Apply(&schedule))
+            .await
+            .expect("schedule");
+    }
+    f.make_velero_ready().await;
+    f.reconcile("cluster").await.expect("reconcile");
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(f.client.clone(), &f.namespace);
+    let warnings: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("ScheduleOutlivesRetention"))
+        .filter_map(|e| e.message)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("quarterly") && !warnings[0].contains("daily"), "{}", warnings[0]);
+}

@@ -292,15 +292,17 @@ impl Drop for KubeEnv {
 }
 
 /// Stand-in CRDs of the foreign kinds the operator reads or writes: `Infrastructure`,
-/// `CredentialsRequest`, `ServiceMonitor`, `BackupStorageLocation`, `VolumeSnapshotLocation`.
+/// `CredentialsRequest`, `ServiceMonitor`, `BackupStorageLocation`, `VolumeSnapshotLocation`,
+/// `Schedule`.
 /// Their schemas accept any spec and status (see `testkit/crds/`).
 pub fn foreign_crds() -> Result<Vec<CustomResourceDefinition>, EnvError> {
-    const FILES: [&str; 5] = [
+    const FILES: [&str; 6] = [
         include_str!("../crds/config.openshift.io_infrastructures.yaml"),
         include_str!("../crds/cloudcredential.openshift.io_credentialsrequests.yaml"),
         include_str!("../crds/monitoring.coreos.com_servicemonitors.yaml"),
         include_str!("../crds/velero.io_backupstoragelocations.yaml"),
         include_str!("../crds/velero.io_volumesnapshotlocations.yaml"),
+        include_str!("../crds/velero.io_schedules.yaml"),
     ];
     FILES
         .iter()

@@ -8,6 +8,7 @@ pub mod bucket;
 pub mod build;
 pub mod conditions;
 pub mod crds;
+pub mod schedules;
 pub mod validate;
 
 use std::{
@@ -372,6 +373,9 @@ async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Res
         }
     }
     announce_objects(ctx, vi, &applied).await;
+    if matches!(crds, CrdsOutcome::Applied { .. }) {
+        warn_about_schedules(ctx, vi, desired, &namespace).await?;
+    }
     let not_served: Vec<&str> =
         applied.iter().filter(|(_, a)| *a == Applied::KindNotServed).map(|(o, _)| o.as_str()).collect();
 
@@ -413,6 +417,29 @@ async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Res
     .await?;
     let wait = if waiting { next_check_in.min(WAITING_REQUEUE) } else { next_check_in };
     Ok(Action::requeue(jitter(wait)))
+}
+
+/// Backups that outlive the lifecycle expiry would disappear before Velero expires them.
+async fn warn_about_schedules(
+    ctx: &Context,
+    vi: &VeleroInstall,
+    desired: &DesiredInstall,
+    namespace: &str,
+) -> Result<(), Error> {
+    let outliving = schedules::outliving(&ctx.client, namespace, desired.retention_days).await?;
+    if outliving.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> =
+        outliving.iter().map(|s| format!("{} (ttl {}h)", s.name, s.ttl.as_secs() / 3600)).collect();
+    let note = format!(
+        "backups of {} outlive spec.backupRetentionDays={}: the bucket lifecycle deletes them earlier; raise backupRetentionDays above the longest TTL",
+        names.join(", "),
+        desired.retention_days
+    );
+    warn!(schedules = ?names, "{note}");
+    publish(ctx, vi, EventType::Warning, "ScheduleOutlivesRetention", "CheckSchedules", note).await;
+    Ok(())
 }
 
 async fn announce_objects(ctx: &Context, vi: &VeleroInstall, applied: &[(String, Applied)]) {
