@@ -8,6 +8,7 @@
 pub mod bucket;
 pub mod credentials;
 pub mod error;
+pub mod metering;
 pub mod owner;
 pub mod platform;
 pub mod registry;

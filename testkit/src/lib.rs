@@ -4,9 +4,12 @@
 //!   [`contract_suite!`] macro that turns it into one `#[tokio::test]` per case for a provider.
 //! - [`memory`]: [`InMemoryPlatform`], a faithful in-memory provider that passes the whole suite;
 //!   operator tests use it where cloud behaviour is not the point.
+//! - [`gcs`]: an in-memory GCS bucket control plane behind the `google-cloud-storage` stub seam,
+//!   for the GCP provider's tests and operator tests on GCP.
 
 pub mod contract;
 pub mod env;
+pub mod gcs;
 pub mod memory;
 
 pub use contract::{Backdoor, Fault, Harness};

@@ -11,7 +11,10 @@ use aws_sdk_s3::config::{
 use aws_smithy_http_client::tls;
 use mvo_core::CredentialSource;
 
-use crate::{credentials::SdkCredentials, metering::CallCounter};
+use crate::{
+    credentials::SdkCredentials,
+    metering::{CallCounter, Metering},
+};
 
 /// One attempt may take this long before it counts as `Unavailable`.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -57,7 +60,7 @@ pub(crate) fn s3(settings: &ClientSettings, credentials: Arc<dyn CredentialSourc
         // SDK retries on top would hide faults and make call counts unpredictable.
         .retry_config(RetryConfig::disabled())
         .timeout_config(timeouts())
-        .interceptor(settings.counter.clone());
+        .interceptor(Metering(settings.counter.clone()));
     if let Some(endpoint) = &settings.endpoint {
         builder = builder.endpoint_url(endpoint).force_path_style(true);
     }
@@ -75,7 +78,7 @@ pub(crate) fn sts(settings: &ClientSettings) -> aws_sdk_sts::Client {
         .region(aws_sdk_sts::config::Region::new(settings.region.clone()))
         .retry_config(aws_sdk_sts::config::retry::RetryConfig::standard())
         .timeout_config(timeouts())
-        .interceptor(settings.counter.clone());
+        .interceptor(Metering(settings.counter.clone()));
     if let Some(endpoint) = &settings.endpoint {
         builder = builder.endpoint_url(endpoint);
     }
