@@ -8,6 +8,7 @@ use crate::{
     bucket::{BucketReport, BucketSpec, BucketState, Recovery},
     credentials::CredentialSource,
     error::{Error, Result},
+    metering::CallCounter,
     owner::Owner,
     velero::{CredentialsWiring, LocationConfig},
 };
@@ -134,6 +135,11 @@ pub trait Platform: Send + Sync + fmt::Debug + 'static {
 
     /// How Velero's container receives its credentials.
     fn velero_credentials(&self) -> CredentialsWiring;
+
+    /// The counts of cloud calls this provider made, for metrics; `None` when it does not count.
+    fn call_counter(&self) -> Option<CallCounter> {
+        None
+    }
 }
 
 /// Idempotent observe-then-ensure bucket operations. Implementations never delete a bucket or

@@ -116,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
 
     step("Starting managed-velero-operator");
     let mut operator = tokio::process::Command::new(operator_binary()?)
-        .args(["run", "--leader-election", "false", "--log-format", "text"])
+        .args(["run", "--leader-election", "false", "--log-format", "text", "--metrics-addr", "127.0.0.1:0"])
         .env("KUBECONFIG", kube.kubeconfig_path())
         .env("MVO_CLOUD_ENDPOINT", s3.endpoint())
         .env("MVO_CREDENTIALS_DIR", &credentials)

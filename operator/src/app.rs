@@ -2,7 +2,12 @@
 
 use std::process::ExitCode;
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use futures_util::FutureExt;
 
 use kube::{
     Client,
@@ -12,7 +17,10 @@ use tracing::{info, warn};
 
 use crate::{
     cli::{Cli, Command, GIT_HASH, OPERATOR_NAMESPACE, RunArgs, VERSION},
-    controller, crd, providers,
+    controller, crd,
+    http::{self, Endpoints},
+    leader::LeaderElection,
+    providers,
     reconcile::{Context, apply::FIELD_MANAGER, error_chain},
     startup::{self, ProviderSettings, StartupError},
     telemetry,
@@ -64,7 +72,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             StartupError::WrongNamespace { expected: OPERATOR_NAMESPACE, actual: args.namespace }.into()
         );
     }
-    let shutdown = shutdown_signal().map_err(|e| e.context("installing signal handlers"))?;
+    let shutdown = shutdown_signal().map_err(|e| e.context("installing signal handlers"))?.shared();
     info!(version = VERSION, git = GIT_HASH, providers = ?providers::registered_platforms(), "starting");
     let client =
         Client::try_default().await.map_err(|e| anyhow::Error::new(e).context("connecting to Kubernetes"))?;
@@ -85,15 +93,68 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         credentials = %platform.credential_source().describe(),
         "cluster facts resolved"
     );
-    if args.leader_election {
-        warn!("leader election is not implemented yet: run exactly one replica");
-    }
     let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
     let recorder = Recorder::new(client.clone(), reporter);
-    let ctx = Arc::new(Context::new(client, platform, facts.infrastructure_name, recorder));
+    let ctx = Arc::new(Context::new(client.clone(), platform, facts.infrastructure_name, recorder));
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let endpoints = Endpoints { metrics: ctx.metrics.clone(), ready: ready.clone() };
+    let (address, server) = http::bind(args.metrics_addr, endpoints, shutdown.clone())
+        .await
+        .map_err(|e| anyhow::Error::new(e).context(format!("serving metrics on {}", args.metrics_addr)))?;
+    let server = tokio::spawn(server);
+    info!(%address, "serving /metrics, /healthz and /readyz");
+    // Ready from here on: as the leader, or as a standby waiting for the Lease.
+    ready.store(true, Ordering::Relaxed);
+
+    let lost_leadership = Arc::new(AtomicBool::new(false));
+    let election = args.leader_election.then(|| {
+        let holder = std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("managed-velero-operator-{}", uuid::Uuid::new_v4()));
+        LeaderElection::new(client.clone(), &args.namespace, holder)
+    });
+    if let Some(election) = &election {
+        tokio::select! {
+            _ = election.acquire() => {}
+            _ = shutdown.clone() => {
+                info!("stopped while standing by");
+                return Ok(());
+            }
+        }
+    }
+    // Renewal runs in its own task: the controller's stop signal must be Sync, a Lease call is not.
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+    let renewal = election.clone().map(|election| {
+        tokio::spawn(async move {
+            election.keep().await;
+            let _ = lost_tx.send(());
+        })
+    });
+    let stop = {
+        let (shutdown, lost) = (shutdown.clone(), lost_leadership.clone());
+        async move {
+            tokio::select! {
+                _ = shutdown => {}
+                Ok(()) = lost_rx => lost.store(true, Ordering::Relaxed),
+            }
+        }
+    };
     info!(namespace = %args.namespace, "controller starting");
-    controller::run(ctx, &args.namespace, shutdown).await;
+    controller::run(ctx, &args.namespace, stop).await;
     info!("controller stopped");
+    if let Some(renewal) = renewal {
+        renewal.abort();
+    }
+    if let Some(election) = &election {
+        election.release().await;
+    }
+    if lost_leadership.load(Ordering::Relaxed) {
+        return Err(anyhow::anyhow!("leadership lost; restarting as a candidate").into());
+    }
+    match server.await {
+        Ok(result) => result.map_err(|e| anyhow::Error::new(e).context("metrics server"))?,
+        Err(join) => return Err(anyhow::Error::new(join).context("metrics server task").into()),
+    }
     Ok(())
 }
 

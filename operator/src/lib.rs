@@ -2,13 +2,17 @@
 //!
 //! Module map: [`cli`] (flags), [`crd`] (the VeleroInstall API), [`infrastructure`] (cluster facts),
 //! [`providers`] (which clouds are linked), [`startup`] (facts -> provider, CRD probe),
-//! [`telemetry`] (logs), [`app`] (the subcommands).
+//! [`controller`] and [`reconcile`] (the work), [`metrics`], [`http`] (metrics and probes),
+//! [`leader`] (Lease election), [`telemetry`] (logs), [`app`] (the subcommands).
 
 pub mod app;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod http;
 pub mod infrastructure;
+pub mod leader;
+pub mod metrics;
 pub mod providers;
 pub mod reconcile;
 pub mod startup;

@@ -63,7 +63,15 @@ impl Cluster {
     async fn run_operator(&self) -> Output {
         let bin = env!("CARGO_BIN_EXE_managed-velero-operator");
         tokio::process::Command::new(bin)
-            .args(["run", "--leader-election", "false", "--log-format", "json"])
+            .args([
+                "run",
+                "--leader-election",
+                "false",
+                "--log-format",
+                "json",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
             .env("KUBECONFIG", self.env.kubeconfig_path())
             .env("WATCH_NAMESPACE", "openshift-velero")
             .env_remove("RUST_LOG")
@@ -153,7 +161,7 @@ async fn a_suitable_cluster_passes_startup_and_stops_on_sigterm() {
     cluster.set_install_config("apiVersion: v1\nplatform:\n  aws:\n    region: us-east-2\n").await;
 
     let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_managed-velero-operator"))
-        .args(["run", "--leader-election", "false", "--log-format", "json"])
+        .args(["run", "--leader-election", "false", "--log-format", "json", "--metrics-addr", "127.0.0.1:0"])
         .env("KUBECONFIG", cluster.env.kubeconfig_path())
         .env("WATCH_NAMESPACE", "openshift-velero")
         .env_remove("RUST_LOG")

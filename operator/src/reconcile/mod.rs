@@ -40,7 +40,10 @@ use self::{
     crds::CrdsOutcome,
     validate::{DEFAULT_RESYNC_INTERVAL, DesiredInstall, InvalidSpec},
 };
-use crate::crd::{RECONCILED_NAME, VeleroInstall, VeleroInstallStatus};
+use crate::{
+    crd::{RECONCILED_NAME, VeleroInstall, VeleroInstallStatus},
+    metrics::Metrics,
+};
 
 /// Shortest and longest wait after a retryable failure.
 const BACKOFF_MIN: Duration = Duration::from_secs(5);
@@ -60,6 +63,8 @@ pub struct Context {
     pub infrastructure_name: String,
     /// Event recorder shared by all reconciles.
     pub recorder: Recorder,
+    /// Metrics the reconciles record.
+    pub metrics: Arc<Metrics>,
     /// Consecutive retryable failures per object UID, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -72,7 +77,8 @@ impl Context {
         infrastructure_name: String,
         recorder: Recorder,
     ) -> Self {
-        Context { client, platform, infrastructure_name, recorder, failures: Mutex::default() }
+        let metrics = Arc::new(Metrics::new(platform.as_ref()));
+        Context { client, platform, infrastructure_name, recorder, metrics, failures: Mutex::default() }
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
@@ -201,6 +207,7 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
 /// Reconciles one VeleroInstall: the whole pipeline in one pass.
 #[instrument(skip(vi, ctx), fields(name = %vi.name_any(), namespace = vi.namespace().unwrap_or_default()))]
 pub async fn reconcile(vi: Arc<VeleroInstall>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile_started();
     if vi.name_any() != RECONCILED_NAME {
         let report = Report::fail(
             conditions::READY,
@@ -220,6 +227,7 @@ pub async fn reconcile(vi: Arc<VeleroInstall>, ctx: Arc<Context>) -> Result<Acti
             Ok(action)
         }
         Err(err) => {
+            ctx.metrics.reconcile_failed(err.category());
             report_failure(&ctx, &vi, &err).await;
             Err(err)
         }
@@ -330,6 +338,7 @@ async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Res
         vec![platform_supported(ctx), Report::ok(CREDENTIALS_READY, "CredentialsAvailable", "")];
     let (bucket_name, next_check_in, storage) = match &outcome {
         BucketOutcome::Checked { name, report, recreated_missing, recovered } => {
+            ctx.metrics.bucket_checked(&report.corrected, now);
             announce_bucket(ctx, vi, name, report, *recreated_missing, *recovered).await;
             let summary = if report.created { "created and hardened" } else { "settings enforced" };
             reports.push(Report::ok(BUCKET_READY, "BucketReady", format!("bucket {name}: {summary}")));

@@ -149,6 +149,10 @@ impl Platform for AwsPlatform {
     fn velero_credentials(&self) -> CredentialsWiring {
         velero::credentials_wiring()
     }
+
+    fn call_counter(&self) -> Option<CallCounter> {
+        Some(self.counter.clone())
+    }
 }
 
 mvo_core::register_provider!(PLATFORM, AwsPlatform::build);

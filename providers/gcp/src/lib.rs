@@ -161,6 +161,10 @@ impl Platform for GcpPlatform {
     fn velero_credentials(&self) -> CredentialsWiring {
         velero::credentials_wiring()
     }
+
+    fn call_counter(&self) -> Option<CallCounter> {
+        Some(self.counter.clone())
+    }
 }
 
 mvo_core::register_provider!(PLATFORM, GcpPlatform::build);
