@@ -205,6 +205,19 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     print_conditions(&installs).await?;
 
+    step("`managed-velero-operator plan`: what a reconcile would change now (read-only)");
+    let plan = tokio::process::Command::new(operator_binary()?)
+        .args(["plan", "--log-format", "text"])
+        .env("KUBECONFIG", kube.kubeconfig_path())
+        .env("MVO_CLOUD_ENDPOINT", s3.endpoint())
+        .env("MVO_CREDENTIALS_DIR", &credentials)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await?;
+    for line in String::from_utf8_lossy(&plan.stdout).lines() {
+        println!("   {line}");
+    }
+
     step("Drift: someone edits the Velero Deployment's image");
     let edit = json!({"spec": {"template": {"spec": {"containers": [{"name": "velero", "image": "example.com/not-velero:latest"}]}}}});
     deployments.patch("velero", &PatchParams::default(), &Patch::Strategic(&edit)).await?;

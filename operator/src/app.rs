@@ -10,18 +10,20 @@ use std::sync::{
 use futures_util::FutureExt;
 
 use kube::{
-    Client,
+    Api, Client,
     runtime::events::{Recorder, Reporter},
 };
 use tracing::{info, warn};
 
 use crate::{
     cli::{Cli, Command, GIT_HASH, OPERATOR_NAMESPACE, RunArgs, VERSION},
-    controller, crd,
+    controller,
+    crd::{self, RECONCILED_NAME, VeleroInstall},
     http::{self, Endpoints},
+    infrastructure::ClusterFacts,
     leader::LeaderElection,
     providers,
-    reconcile::{Context, apply::FIELD_MANAGER, error_chain},
+    reconcile::{self, Context, apply::FIELD_MANAGER, error_chain},
     startup::{self, ProviderSettings, StartupError},
     telemetry,
 };
@@ -38,19 +40,28 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("providers: {}", providers::registered_platforms().join(", "));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plan(args) => {
+            telemetry::init_logging(args.log_format);
+            finish(plan(args).await)
+        }
         Command::Run(args) => {
             telemetry::init_logging(args.log_format);
-            match run(args).await {
-                Ok(()) => Ok(ExitCode::SUCCESS),
-                Err(RunError::Startup(err)) => {
-                    // One clear line for the administrator (SPEC 11), then the cause chain if any.
-                    tracing::error!(error = %err, "cannot start: {}", error_chain(&err));
-                    eprintln!("managed-velero-operator: {}", error_chain(&err));
-                    Ok(ExitCode::from(err.exit_code()))
-                }
-                Err(RunError::Other(err)) => Err(err),
-            }
+            finish(run(args).await)
         }
+    }
+}
+
+/// Maps the outcome of `run` or `plan` to the exit code.
+fn finish(outcome: Result<(), RunError>) -> anyhow::Result<ExitCode> {
+    match outcome {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(RunError::Startup(err)) => {
+            // One clear line for the administrator (SPEC 11), then the cause chain if any.
+            tracing::error!(error = %err, "cannot start: {}", error_chain(&err));
+            eprintln!("managed-velero-operator: {}", error_chain(&err));
+            Ok(ExitCode::from(err.exit_code()))
+        }
+        Err(RunError::Other(err)) => Err(err),
     }
 }
 
@@ -65,21 +76,31 @@ pub enum RunError {
     Other(#[from] anyhow::Error),
 }
 
-/// `run`: startup checks of SPEC section 2, then the controller until SIGTERM.
-pub async fn run(args: RunArgs) -> Result<(), RunError> {
+/// What `run` and `plan` start from: a client, the cluster facts and the provider.
+struct Prepared {
+    client: Client,
+    facts: ClusterFacts,
+    platform: Arc<dyn mvo_core::Platform>,
+}
+
+/// The startup checks of SPEC section 2, shared by `run` and `plan`.
+async fn prepare(args: &RunArgs) -> Result<Prepared, RunError> {
     if args.namespace != OPERATOR_NAMESPACE && !args.allow_any_namespace {
-        return Err(
-            StartupError::WrongNamespace { expected: OPERATOR_NAMESPACE, actual: args.namespace }.into()
-        );
+        return Err(StartupError::WrongNamespace {
+            expected: OPERATOR_NAMESPACE,
+            actual: args.namespace.clone(),
+        }
+        .into());
     }
-    let shutdown = shutdown_signal().map_err(|e| e.context("installing signal handlers"))?.shared();
     info!(version = VERSION, git = GIT_HASH, providers = ?providers::registered_platforms(), "starting");
     let client =
         Client::try_default().await.map_err(|e| anyhow::Error::new(e).context("connecting to Kubernetes"))?;
     let facts = startup::discover_facts(&client).await?;
     let registry = mvo_core::Registry::global().map_err(StartupError::UnsupportedPlatform)?;
-    let settings =
-        ProviderSettings { credentials_dir: args.credentials_dir.clone(), endpoint: args.cloud_endpoint };
+    let settings = ProviderSettings {
+        credentials_dir: args.credentials_dir.clone(),
+        endpoint: args.cloud_endpoint.clone(),
+    };
     let platform = startup::select_platform(registry, &facts, &settings)?;
     let missing = platform.capabilities().missing();
     if !missing.is_empty() {
@@ -93,6 +114,41 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         credentials = %platform.credential_source().describe(),
         "cluster facts resolved"
     );
+    Ok(Prepared { client, facts, platform })
+}
+
+/// `plan`: one read-only reconcile of VeleroInstall/cluster, printing what it would change.
+pub async fn plan(args: RunArgs) -> Result<(), RunError> {
+    let Prepared { client, facts, platform } = prepare(&args).await?;
+    let installs: Api<VeleroInstall> = Api::namespaced(client.clone(), &args.namespace);
+    let Some(install) = installs
+        .get_opt(RECONCILED_NAME)
+        .await
+        .map_err(|e| anyhow::Error::new(e).context("reading VeleroInstall/cluster"))?
+    else {
+        println!("VeleroInstall/{RECONCILED_NAME} does not exist in {}: nothing to plan", args.namespace);
+        return Ok(());
+    };
+    let recorder =
+        Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance: None });
+    let (ctx, plan) = Context::for_plan(client, platform, facts.infrastructure_name, recorder);
+    let outcome = reconcile::reconcile(Arc::new(install), Arc::new(ctx)).await;
+    let changes = plan.changes();
+    if changes.is_empty() {
+        println!("No changes: the cloud and Kubernetes already match VeleroInstall/{RECONCILED_NAME}.");
+    }
+    for change in changes {
+        println!("{change}");
+    }
+    outcome
+        .map(drop)
+        .map_err(|err| anyhow::anyhow!("the planned reconcile failed: {}", error_chain(&err)).into())
+}
+
+/// `run`: startup checks of SPEC section 2, then the controller until SIGTERM.
+pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    let shutdown = shutdown_signal().map_err(|e| e.context("installing signal handlers"))?.shared();
+    let Prepared { client, facts, platform } = prepare(&args).await?;
     let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
     let recorder = Recorder::new(client.clone(), reporter);
     let ctx = Arc::new(Context::new(client.clone(), platform, facts.infrastructure_name, recorder));

@@ -27,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the operator (the default).
     Run(RunArgs),
+    /// Show what a reconcile would change in the cloud and in Kubernetes, changing nothing.
+    Plan(RunArgs),
     /// Print the VeleroInstall CustomResourceDefinition as YAML.
     Crd,
     /// Print version, git commit and linked cloud providers.

@@ -604,3 +604,43 @@ async fn a_schedule_whose_backups_outlive_the_lifecycle_is_warned_about() {
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("quarterly") && !warnings[0].contains("daily"), "{}", warnings[0]);
 }
+
+#[tokio::test]
+async fn plan_mode_reports_what_would_change_and_writes_nothing() {
+    let f = Fixture::new().await;
+    f.create("cluster", json!({})).await;
+    let plan_once = async || {
+        let recorder =
+            Recorder::new(f.client.clone(), Reporter { controller: "plan".into(), instance: None });
+        let cloud: Arc<dyn Platform> = Arc::new(f.platform.clone());
+        let (ctx, plan) = Context::for_plan(f.client.clone(), cloud, INFRA.into(), recorder);
+        reconcile::reconcile(Arc::new(f.get("cluster").await), Arc::new(ctx))
+            .await
+            .expect("planned reconcile");
+        plan.changes()
+    };
+
+    let versions = f.resource_versions().await;
+    let changes = plan_once().await;
+    assert!(
+        changes.iter().any(|c| c.starts_with("cloud: create bucket managed-velero-backups-")),
+        "{changes:?}"
+    );
+    assert!(changes.iter().any(|c| c.contains("record bucket name")), "{changes:?}");
+    assert!(changes.contains(&"kubernetes: create Deployment/velero".to_owned()), "{changes:?}");
+    assert!(f.buckets().is_empty(), "plan created a bucket");
+    assert_eq!(f.cloud().writes(), 0);
+    assert_eq!(f.resource_versions().await, versions, "plan wrote to Kubernetes");
+    assert!(f.object(&ApiResource::erase::<Deployment>(&()), "velero").await.is_none());
+
+    f.reconcile("cluster").await.expect("real install");
+    let name = bucket_of(&f.get("cluster").await).0.expect("bucket");
+    f.cloud().tamper(&name, |b| b.public_access = Default::default()).expect("tamper");
+    let versions = f.resource_versions().await;
+    let writes = f.cloud().writes();
+    let changes = plan_once().await;
+    assert!(changes.contains(&format!("cloud: correct public_access of bucket {name}")), "{changes:?}");
+    assert_eq!(f.cloud().writes(), writes, "plan corrected the bucket");
+    assert!(!f.cloud().bucket(&name).expect("bucket").public_access.is_fully_blocked());
+    assert_eq!(f.resource_versions().await, versions, "plan wrote to Kubernetes");
+}

@@ -12,7 +12,7 @@ use kube::{
 use serde_json::Value;
 use tracing::info;
 
-use super::{Error, build::DesiredObject};
+use super::{Error, build::DesiredObject, plan::Plan};
 
 /// The field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "managed-velero-operator";
@@ -45,7 +45,12 @@ pub fn contains(live: &Value, desired: &Value) -> bool {
 }
 
 /// Applies `object` in `namespace` unless it is already compliant.
-pub async fn apply(client: &Client, namespace: &str, object: &DesiredObject) -> Result<Applied, Error> {
+pub async fn apply(
+    client: &Client,
+    namespace: &str,
+    object: &DesiredObject,
+    plan: Option<&Plan>,
+) -> Result<Applied, Error> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &object.resource);
     let live =
         api.get_opt(&object.name).await.map_err(|source| Error::Read { what: object.describe(), source })?;
@@ -59,6 +64,11 @@ pub async fn apply(client: &Client, namespace: &str, object: &DesiredObject) -> 
             Applied::Corrected
         }
     };
+    if let Some(plan) = plan {
+        let verb = if outcome == Applied::Created { "create" } else { "restore drifted fields of" };
+        plan.record(format!("kubernetes: {verb} {}", object.describe()));
+        return Ok(outcome);
+    }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(&object.name, &params, &Patch::Apply(&object.object))
         .await

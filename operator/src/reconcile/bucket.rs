@@ -79,6 +79,12 @@ pub fn next_check(vi: &VeleroInstall, desired: &DesiredInstall, now: Timestamp) 
 }
 
 async fn persist_name(ctx: &Context, vi: &VeleroInstall, name: &str) -> Result<(), Error> {
+    if let Some(plan) = &ctx.plan {
+        plan.record(format!(
+            "kubernetes: record bucket name {name} in the VeleroInstall status before creating it"
+        ));
+        return Ok(());
+    }
     let api: Api<VeleroInstall> = Api::namespaced(ctx.client.clone(), &vi.namespace().unwrap_or_default());
     let patch = json!({"status": {"storageBucket": {"name": name, "provisioned": false}}});
     api.patch_status(&vi.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
@@ -96,7 +102,8 @@ pub async fn ensure(
 ) -> Result<BucketOutcome, Error> {
     let status = storage_status(vi);
     let now = Timestamp::now();
-    if let (Some(name), Some(next_check_in)) = (&status.name, next_check(vi, desired, now)) {
+    // Plan mode always looks at the cloud.
+    if let (Some(name), Some(next_check_in), None) = (&status.name, next_check(vi, desired, now), &ctx.plan) {
         return Ok(BucketOutcome::NotDue { name: name.clone(), next_check_in });
     }
     let store = ctx.platform.object_store();

@@ -17,7 +17,7 @@ use kube::{
 use serde_json::{Value, json};
 use tracing::info;
 
-use super::{Error, apply::FIELD_MANAGER};
+use super::{Error, apply::FIELD_MANAGER, plan::Plan};
 
 /// Annotation on the CRD Job once its CRDs are applied.
 pub const CRDS_APPLIED: &str = "managed.openshift.io/crds-applied";
@@ -70,7 +70,12 @@ pub fn managed_by_another_installer(labels: &BTreeMap<String, String>) -> bool {
 }
 
 /// Applies the CRDs printed by Job `job_name` once it has succeeded.
-pub async fn ensure(client: &Client, namespace: &str, job_name: &str) -> Result<CrdsOutcome, Error> {
+pub async fn ensure(
+    client: &Client,
+    namespace: &str,
+    job_name: &str,
+    plan: Option<&Plan>,
+) -> Result<CrdsOutcome, Error> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     let read = |what: &str| {
         let what = what.to_owned();
@@ -111,6 +116,14 @@ pub async fn ensure(client: &Client, namespace: &str, job_name: &str) -> Result<
         Ok(crds) => crds,
         Err(err) => return Ok(CrdsOutcome::JobFailed(err.to_string())),
     };
+    if let Some(plan) = plan {
+        let names: Vec<String> = crds.iter().map(|c| c.name_any()).collect();
+        plan.record(format!(
+            "kubernetes: apply the Velero CRDs printed by Job/{job_name}: {}",
+            names.join(", ")
+        ));
+        return Ok(CrdsOutcome::Applied { foreign: Vec::new() });
+    }
     let foreign = apply_crds(client, crds).await?;
     let marker = if foreign.is_empty() { "true".to_owned() } else { foreign.join(",") };
     let annotate = json!({"metadata": {"annotations": {CRDS_APPLIED: marker}}});

@@ -8,6 +8,7 @@ pub mod bucket;
 pub mod build;
 pub mod conditions;
 pub mod crds;
+pub mod plan;
 pub mod schedules;
 pub mod validate;
 
@@ -38,6 +39,7 @@ use self::{
     bucket::BucketOutcome,
     conditions::{BUCKET_READY, CREDENTIALS_READY, PLATFORM_SUPPORTED, Report, VELERO_READY},
     crds::CrdsOutcome,
+    plan::{Plan, PlanPlatform},
     validate::{DEFAULT_RESYNC_INTERVAL, DesiredInstall, InvalidSpec},
 };
 use crate::{
@@ -65,6 +67,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Metrics the reconciles record.
     pub metrics: Arc<Metrics>,
+    /// Set in plan mode: writes are recorded here instead of made.
+    pub plan: Option<Arc<Plan>>,
     /// Consecutive retryable failures per object UID, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -78,7 +82,30 @@ impl Context {
         recorder: Recorder,
     ) -> Self {
         let metrics = Arc::new(Metrics::new(platform.as_ref()));
-        Context { client, platform, infrastructure_name, recorder, metrics, failures: Mutex::default() }
+        Context {
+            client,
+            platform,
+            infrastructure_name,
+            recorder,
+            metrics,
+            plan: None,
+            failures: Mutex::default(),
+        }
+    }
+
+    /// A context that runs the pipeline read-only, recording into the returned [`Plan`] what it
+    /// would change in the cloud and in Kubernetes.
+    pub fn for_plan(
+        client: Client,
+        platform: Arc<dyn Platform>,
+        infrastructure_name: String,
+        recorder: Recorder,
+    ) -> (Self, Arc<Plan>) {
+        let plan = Arc::new(Plan::default());
+        let read_only: Arc<dyn Platform> = Arc::new(PlanPlatform::new(platform, plan.clone()));
+        let mut ctx = Self::new(client, read_only, infrastructure_name, recorder);
+        ctx.plan = Some(plan.clone());
+        (ctx, plan)
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
@@ -316,6 +343,24 @@ async fn write_status(
     if next == current {
         return Ok(());
     }
+    if let Some(plan) = &ctx.plan {
+        // Plan mode always checks the bucket, so a new lastSyncTimestamp alone is not a change.
+        let without_sync = |status: &VeleroInstallStatus| {
+            let mut status = status.clone();
+            if let Some(bucket) = status.storage_bucket.as_mut() {
+                bucket.last_sync_timestamp = None;
+            }
+            status
+        };
+        if without_sync(&next) != without_sync(&current) {
+            plan.record(format!(
+                "kubernetes: update the status of VeleroInstall/{}: {}",
+                vi.name_any(),
+                describe_status_change(&current, &next)
+            ));
+        }
+        return Ok(());
+    }
     let api: Api<VeleroInstall> = Api::namespaced(ctx.client.clone(), &vi.namespace().unwrap_or_default());
     api.patch_status(&vi.name_any(), &PatchParams::default(), &Patch::Merge(&json!({"status": next})))
         .await
@@ -323,10 +368,35 @@ async fn write_status(
     Ok(())
 }
 
+/// The fields and conditions that differ between two statuses, for plan output.
+fn describe_status_change(current: &VeleroInstallStatus, next: &VeleroInstallStatus) -> String {
+    let mut changes = Vec::new();
+    if current.storage_bucket.as_ref().map(|b| (&b.name, b.provisioned))
+        != next.storage_bucket.as_ref().map(|b| (&b.name, b.provisioned))
+    {
+        changes.push("storageBucket".to_owned());
+    }
+    if (current.observed_generation, &current.platform, &current.region)
+        != (next.observed_generation, &next.platform, &next.region)
+    {
+        changes.push("observedGeneration/platform/region".to_owned());
+    }
+    for condition in &next.conditions {
+        let before = current.conditions.iter().find(|c| c.type_ == condition.type_);
+        let same = before.is_some_and(|b| {
+            (&b.status, &b.reason, &b.message) == (&condition.status, &condition.reason, &condition.message)
+        });
+        if !same {
+            changes.push(format!("{}={} ({})", condition.type_, condition.status, condition.reason));
+        }
+    }
+    if changes.is_empty() { "timestamps".to_owned() } else { changes.join(", ") }
+}
+
 async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Result<Action, Error> {
     let now = Timestamp::now();
     let namespace = vi.namespace().unwrap_or_default();
-    if bucket::next_check(vi, desired, now).is_none() {
+    if ctx.plan.is_some() || bucket::next_check(vi, desired, now).is_none() {
         ctx.platform
             .credential_source()
             .credential()
@@ -373,12 +443,18 @@ async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Res
     let crds_job = build::crds_job(vi, desired);
     let mut applied = Vec::new();
     for object in others.iter().chain([&crds_job]) {
-        applied.push((object.describe(), apply::apply(&ctx.client, &namespace, object).await?));
+        applied.push((
+            object.describe(),
+            apply::apply(&ctx.client, &namespace, object, ctx.plan.as_deref()).await?,
+        ));
     }
-    let crds = crds::ensure(&ctx.client, &namespace, &crds_job.name).await?;
+    let crds = crds::ensure(&ctx.client, &namespace, &crds_job.name, ctx.plan.as_deref()).await?;
     if matches!(crds, CrdsOutcome::Applied { .. }) {
         for object in &velero_kinds {
-            applied.push((object.describe(), apply::apply(&ctx.client, &namespace, object).await?));
+            applied.push((
+                object.describe(),
+                apply::apply(&ctx.client, &namespace, object, ctx.plan.as_deref()).await?,
+            ));
         }
     }
     announce_objects(ctx, vi, &applied).await;
