@@ -1,0 +1,180 @@
+//! The local environment as `make demo` and `make bench` use it: a real API server and moto,
+//! an AWS-like cluster, credentials for the operator, the operator binary, and the parts of a
+//! cluster the test API server lacks (credential operator, Job controller, kubelet).
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    batch::v1::Job,
+    core::v1::{Namespace, Pod, Secret},
+};
+use kube::{
+    Api, Client, CustomResourceExt,
+    api::{Patch, PatchParams},
+};
+use mvo_operator::{
+    crd::VeleroInstall,
+    infrastructure::Infrastructure,
+    reconcile::{build, validate::DEFAULT_VELERO_IMAGE},
+};
+use mvo_testkit::env::{KubeEnv, S3Env, foreign_crds, install_crds};
+use serde_json::json;
+use tokio::process::Command;
+
+pub const NAMESPACE: &str = "openshift-velero";
+pub const REGION: &str = "eu-west-1";
+pub const INFRA: &str = "demo-cluster-x8k2p";
+
+pub fn apply() -> PatchParams {
+    PatchParams::apply("local-env").force()
+}
+
+/// Polls `check` every 50 ms until it yields a value, returning it with the time it took.
+pub async fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> anyhow::Result<(T, Duration)> {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if let Some(value) = check().await {
+            return Ok((value, started.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{what}: not seen within {timeout:?}")
+}
+
+/// The operator binary next to this example (target/<profile>/managed-velero-operator).
+pub fn operator_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().and_then(|p| p.parent()).context("locating target dir")?;
+    let bin = dir.join("managed-velero-operator");
+    if !bin.is_file() {
+        bail!("{} not built: run `make demo` or `make bench`", bin.display());
+    }
+    Ok(bin)
+}
+
+/// A running local environment with an AWS-like cluster.
+pub struct Local {
+    pub kube: KubeEnv,
+    pub s3: S3Env,
+    pub client: Client,
+    pub work: PathBuf,
+    pub credentials: PathBuf,
+}
+
+impl Local {
+    pub async fn start() -> anyhow::Result<Local> {
+        let kube = KubeEnv::start().context("starting the API server (run `make testenv`)")?;
+        let s3 = S3Env::start().context("starting moto (run `make testenv`)")?;
+        let client = kube.client().await?;
+        let mut crds = foreign_crds()?;
+        crds.push(VeleroInstall::crd());
+        install_crds(&client, crds).await?;
+        let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}});
+        Api::<Namespace>::all(client.clone()).patch(NAMESPACE, &apply(), &Patch::Apply(namespace)).await?;
+        let infra: Api<Infrastructure> = Api::all(client.clone());
+        let object = json!({"apiVersion": "config.openshift.io/v1", "kind": "Infrastructure",
+                            "metadata": {"name": "cluster"}, "spec": {}});
+        infra.patch("cluster", &apply(), &Patch::Apply(&object)).await?;
+        let status = json!({"apiVersion": "config.openshift.io/v1", "kind": "Infrastructure", "status": {
+            "infrastructureName": INFRA, "platformStatus": {"type": "AWS", "aws": {"region": REGION}}}});
+        infra.patch_status("cluster", &apply(), &Patch::Apply(&status)).await?;
+        let work = std::env::temp_dir().join(format!("mvo-local-{}", std::process::id()));
+        let credentials = work.join("credentials");
+        std::fs::create_dir_all(&credentials)?;
+        std::fs::write(credentials.join("aws_access_key_id"), "AKIADEMO")?;
+        std::fs::write(credentials.join("aws_secret_access_key"), "demo-secret-key")?;
+        Ok(Local { kube, s3, client, work, credentials })
+    }
+
+    /// `managed-velero-operator <args>` against this environment.
+    pub fn operator(&self, args: &[&str]) -> anyhow::Result<Command> {
+        let mut command = Command::new(operator_binary()?);
+        command
+            .args(args)
+            .env("KUBECONFIG", self.kube.kubeconfig_path())
+            .env("MVO_CLOUD_ENDPOINT", self.s3.endpoint())
+            .env("MVO_CREDENTIALS_DIR", &self.credentials)
+            .env("NO_COLOR", "1")
+            .kill_on_drop(true);
+        Ok(command)
+    }
+
+    pub fn installs(&self) -> Api<VeleroInstall> {
+        Api::namespaced(self.client.clone(), NAMESPACE)
+    }
+
+    pub async fn create_install(&self) -> anyhow::Result<()> {
+        let vi = json!({"apiVersion": "managed.openshift.io/v1alpha2", "kind": "VeleroInstall",
+                        "metadata": {"name": "cluster"}, "spec": {}});
+        self.installs().patch("cluster", &apply(), &Patch::Apply(&vi)).await?;
+        Ok(())
+    }
+
+    /// Does what the cluster's credential operator, Job controller and kubelet would: mints
+    /// Velero's secret, completes the CRD Job with a pod whose log holds one Velero CRD, and makes
+    /// the Deployment available. Waits for the Job and Deployment the operator creates.
+    pub async fn play_cluster_controllers(&self) -> anyhow::Result<()> {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "velero-iam-credentials"},
+                            "stringData": {"credentials": "[default]\naws_access_key_id = AKIADEMO\n"}});
+        secrets.patch("velero-iam-credentials", &apply(), &Patch::Apply(&secret)).await?;
+        let job_name = build::crds_job_name(DEFAULT_VELERO_IMAGE);
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), NAMESPACE);
+        wait_for("CRD Job", Duration::from_secs(30), async || jobs.get_opt(&job_name).await.ok()?).await?;
+        jobs.patch_status(
+            &job_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"succeeded": 1}})),
+        )
+        .await?;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let crd_output = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: schedules.velero.io\nspec:\n  group: velero.io\n  names: {kind: Schedule, listKind: ScheduleList, plural: schedules, singular: schedule}\n  scope: Namespaced\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}\n";
+        let pod_name = format!("{job_name}-local");
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod_name, "labels": {"batch.kubernetes.io/job-name": job_name},
+                         "annotations": {"mvo-test-apiserver/log": crd_output}},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "velero-crds", "image": DEFAULT_VELERO_IMAGE}]}});
+        pods.patch(&pod_name, &apply(), &Patch::Apply(&pod)).await?;
+        pods.patch_status(
+            &pod_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Succeeded"}})),
+        )
+        .await?;
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), NAMESPACE);
+        wait_for("Deployment", Duration::from_secs(30), async || deployments.get_opt("velero").await.ok()?)
+            .await?;
+        let available = json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}});
+        deployments.patch_status("velero", &PatchParams::default(), &Patch::Merge(&available)).await?;
+        Ok(())
+    }
+
+    /// Whether VeleroInstall/cluster reports `type=True`.
+    pub async fn condition_true(&self, type_: &str) -> Option<()> {
+        let vi = self.installs().get("cluster").await.ok()?;
+        vi.status?.conditions.iter().any(|c| c.type_ == type_ && c.status == "True").then_some(())
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
+}
+
+/// Sends SIGTERM to `child` and waits for it.
+pub async fn stop(child: &mut tokio::process::Child) -> anyhow::Result<std::process::ExitStatus> {
+    if let Some(pid) = child.id() {
+        Command::new("kill").args(["-TERM", &pid.to_string()]).status().await?;
+    }
+    Ok(tokio::time::timeout(Duration::from_secs(30), child.wait()).await??)
+}
