@@ -3,11 +3,16 @@ CARGO ?= cargo
 CRD_FILE := deploy/crds/managed.openshift.io_veleroinstalls.yaml
 CRATES := mvo-core mvo-provider-aws mvo-provider-gcp mvo-testkit mvo-operator
 
-.PHONY: test testenv demo lint fmt crds check-crds check-crates
+.PHONY: test testenv demo bench lint fmt crds check-crds check-crates
 
 ## Run every test of the workspace (builds the local environment first when it is not cached).
 test: testenv
 	$(CARGO) test --workspace --all-targets --locked
+
+## Measure the SPEC 14 budgets against the local environment (release build).
+bench: testenv
+	$(CARGO) build --locked --release -p mvo-operator --bins --examples
+	$(CARGO) run --quiet --locked --release -p mvo-operator --example bench
 
 ## Build and cache the local environment outside the repo: etcd + test API server, moto venv.
 testenv:
@@ -38,3 +43,9 @@ check-crds: crds
 ## Check each crate alone, so feature unification cannot hide a missing dependency feature.
 check-crates:
 	@for crate in $(CRATES); do echo "== $$crate"; $(CARGO) check --locked -p $$crate --all-targets || exit 1; done
+
+## Build the operator image (multi-stage Dockerfile: static musl binary on distroless, non-root).
+IMAGE ?= managed-velero-operator:dev
+.PHONY: docker-build
+docker-build:
+	docker build --build-arg MVO_GIT_HASH=$$(git rev-parse --short=12 HEAD) -t $(IMAGE) .

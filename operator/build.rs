@@ -3,6 +3,12 @@
 use std::process::Command;
 
 fn main() {
+    // Image builds have no .git (see .dockerignore): they pass the commit as MVO_GIT_HASH.
+    if let Some(hash) = std::env::var("MVO_GIT_HASH").ok().filter(|h| !h.is_empty()) {
+        println!("cargo:rustc-env=MVO_GIT_HASH={hash}");
+        println!("cargo:rerun-if-env-changed=MVO_GIT_HASH");
+        return;
+    }
     let hash = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()

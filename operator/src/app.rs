@@ -32,12 +32,12 @@ use crate::{
 pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command.unwrap_or_else(|| Command::Run(RunArgs::default())) {
         Command::Crd => {
-            print!("{}", crd::crd_yaml()?);
+            stdout(&crd::crd_yaml()?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Version => {
-            println!("managed-velero-operator {VERSION} ({GIT_HASH})");
-            println!("providers: {}", providers::registered_platforms().join(", "));
+            let providers = providers::registered_platforms().join(", ");
+            stdout(&format!("managed-velero-operator {VERSION} ({GIT_HASH})\nproviders: {providers}\n"))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan(args) => {
@@ -48,6 +48,15 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             telemetry::init_logging(args.log_format);
             finish(run(args).await)
         }
+    }
+}
+
+/// Writes `text` to stdout; a reader that went away (`| head`) is not an error.
+fn stdout(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
     }
 }
 
@@ -126,20 +135,24 @@ pub async fn plan(args: RunArgs) -> Result<(), RunError> {
         .await
         .map_err(|e| anyhow::Error::new(e).context("reading VeleroInstall/cluster"))?
     else {
-        println!("VeleroInstall/{RECONCILED_NAME} does not exist in {}: nothing to plan", args.namespace);
+        let line = format!(
+            "VeleroInstall/{RECONCILED_NAME} does not exist in {}: nothing to plan\n",
+            args.namespace
+        );
+        stdout(&line).map_err(anyhow::Error::new)?;
         return Ok(());
     };
     let recorder =
         Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance: None });
     let (ctx, plan) = Context::for_plan(client, platform, facts.infrastructure_name, recorder);
     let outcome = reconcile::reconcile(Arc::new(install), Arc::new(ctx)).await;
-    let changes = plan.changes();
+    let mut changes = plan.changes();
     if changes.is_empty() {
-        println!("No changes: the cloud and Kubernetes already match VeleroInstall/{RECONCILED_NAME}.");
+        changes.push(format!(
+            "No changes: the cloud and Kubernetes already match VeleroInstall/{RECONCILED_NAME}."
+        ));
     }
-    for change in changes {
-        println!("{change}");
-    }
+    stdout(&(changes.join("\n") + "\n")).map_err(anyhow::Error::new)?;
     outcome
         .map(drop)
         .map_err(|err| anyhow::anyhow!("the planned reconcile failed: {}", error_chain(&err)).into())

@@ -24,6 +24,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/conversion"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -74,7 +75,11 @@ var (
 	batchGV  = batchv1.SchemeGroupVersion
 	coordGV  = coordinationv1.SchemeGroupVersion
 	eventsGV = eventsv1.SchemeGroupVersion
+	rbacGV   = rbacv1.SchemeGroupVersion
 )
+
+// servedGroupVersions: every group version of the resources table (storage, version priority).
+var servedGroupVersions = []schema.GroupVersion{coreGV, appsGV, batchGV, coordGV, eventsGV, rbacGV}
 
 var resources = []resourceDef{
 	{gv: coreGV, plural: "namespaces", singular: "namespace", kind: "Namespace", namespaced: false,
@@ -126,6 +131,16 @@ var resources = []resourceDef{
 		newFunc: func() runtime.Object { return &corev1.Event{} }, newList: func() runtime.Object { return &corev1.EventList{} },
 		shortNames: []string{"ev"}, allowCreateOnUpdate: true, selectable: eventSelectableFields,
 		storage: &schema.GroupResource{Group: "", Resource: "events"}},
+	// rbac.authorization.k8s.io/v1: stored and served only. Nothing enforces them (the authorizer
+	// is AlwaysAllow for system:masters), and there is no aggregation controller for ClusterRoles.
+	{gv: rbacGV, plural: "roles", singular: "role", kind: "Role", namespaced: true,
+		newFunc: func() runtime.Object { return &rbacv1.Role{} }, newList: func() runtime.Object { return &rbacv1.RoleList{} }},
+	{gv: rbacGV, plural: "rolebindings", singular: "rolebinding", kind: "RoleBinding", namespaced: true,
+		newFunc: func() runtime.Object { return &rbacv1.RoleBinding{} }, newList: func() runtime.Object { return &rbacv1.RoleBindingList{} }},
+	{gv: rbacGV, plural: "clusterroles", singular: "clusterrole", kind: "ClusterRole", namespaced: false,
+		newFunc: func() runtime.Object { return &rbacv1.ClusterRole{} }, newList: func() runtime.Object { return &rbacv1.ClusterRoleList{} }},
+	{gv: rbacGV, plural: "clusterrolebindings", singular: "clusterrolebinding", kind: "ClusterRoleBinding", namespaced: false,
+		newFunc: func() runtime.Object { return &rbacv1.ClusterRoleBinding{} }, newList: func() runtime.Object { return &rbacv1.ClusterRoleBindingList{} }},
 }
 
 func eventSelectableFields(o runtime.Object) map[string]string {
@@ -155,6 +170,7 @@ func init() {
 	must(batchv1.AddToScheme(builtinScheme))
 	must(coordinationv1.AddToScheme(builtinScheme))
 	must(eventsv1.AddToScheme(builtinScheme))
+	must(rbacv1.AddToScheme(builtinScheme))
 	// As in kube-apiserver's legacy scheme: options in the empty v1 and the unversioned meta types.
 	unversioned := schema.GroupVersion{Group: "", Version: "v1"}
 	builtinScheme.AddUnversionedTypes(unversioned, &metav1.Status{}, &metav1.APIVersions{}, &metav1.APIGroupList{}, &metav1.APIGroup{}, &metav1.APIResourceList{})
@@ -177,8 +193,9 @@ func init() {
 			r.nameFormat = validation.IsDNS1123Label
 		case r.kind == "Service":
 			r.nameFormat = validation.IsDNS1035Label
-		case r.kind == "Event":
-			r.nameFormat = nil // any path segment (checked generically)
+		case r.kind == "Event", r.gv == rbacGV:
+			// any path segment (checked generically); RBAC names such as system:controller:x have colons
+			r.nameFormat = nil
 		default:
 			r.nameFormat = validation.IsDNS1123Subdomain
 		}
@@ -217,7 +234,7 @@ func init() {
 			return "", "", fmt.Errorf("field label not supported: %s", label)
 		}))
 	}
-	for _, gv := range []schema.GroupVersion{coreGV, appsGV, batchGV, coordGV, eventsGV} {
+	for _, gv := range servedGroupVersions {
 		must(builtinScheme.SetVersionPriority(gv))
 	}
 

@@ -15,7 +15,7 @@ assert ($2), json.dumps(d)[:600]" || { echo "FAIL: $1" >&2; exit 1; }
   echo "ok: $1"; }
 NS=smoke-$$
 
-k "$S/apis" | check "discovery /apis" '{"apps","batch","coordination.k8s.io","events.k8s.io","apiextensions.k8s.io"} <= {g["name"] for g in d["groups"]}'
+k "$S/apis" | check "discovery /apis" '{"apps","batch","coordination.k8s.io","events.k8s.io","rbac.authorization.k8s.io","apiextensions.k8s.io"} <= {g["name"] for g in d["groups"]}'
 k "$S/api/v1" | check "discovery /api/v1" '{"namespaces","secrets","configmaps","services","serviceaccounts","events","pods","pods/log","pods/status"} <= {r["name"] for r in d["resources"]}'
 printf 'apiVersion: v1\nkind: Namespace\nmetadata: {name: %s, labels: {smoke: "yes"}}\n' $NS | apply /api/v1/namespaces/$NS | check "namespace apply" 'd["status"]["phase"]=="Active" and d["metadata"]["managedFields"]'
 apply /api/v1/namespaces/$NS/secrets/s <<EOF | check "secret apply (stringData merged)" 'd["data"]["p"]=="aHVudGVyMg==" and "stringData" not in d and d["type"]=="Opaque"'
@@ -56,6 +56,19 @@ mpatch /apis/batch/v1/namespaces/$NS/jobs/j/status '{"status":{"succeeded":1,"co
 printf 'apiVersion: v1\nkind: Pod\nmetadata: {name: p, annotations: {"mvo-test-apiserver/log": "hello\\n"}}\nspec: {containers: [{name: c, image: busybox}]}\n' \
   | apply /api/v1/namespaces/$NS/pods/p | check "pod apply" 'd["status"]["phase"]=="Pending"'
 [ "$(k "$S/api/v1/namespaces/$NS/pods/p/log")" = hello ] && echo "ok: pods/log" || { echo "FAIL: pods/log" >&2; exit 1; }
+k "$S/apis/rbac.authorization.k8s.io/v1" | check "discovery rbac/v1" '{r["name"]: r["namespaced"] for r in d["resources"]} == {"roles": True, "rolebindings": True, "clusterroles": False, "clusterrolebindings": False}'
+apply /apis/rbac.authorization.k8s.io/v1/namespaces/$NS/roles/r <<EOF | check "role apply" 'd["rules"][0]["resourceNames"]==["x"] and d["metadata"]["managedFields"]'
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: r}
+rules: [{apiGroups: [""], resources: [secrets], verbs: [get], resourceNames: [x]}]
+EOF
+printf 'apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: rb}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: r}\nsubjects: [{kind: ServiceAccount, name: sa, namespace: %s}]\n' $NS \
+  | apply /apis/rbac.authorization.k8s.io/v1/namespaces/$NS/rolebindings/rb | check "rolebinding apply" 'd["subjects"][0]["name"]=="sa"'
+printf 'apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: "smoke:%s"}\nrules: [{nonResourceURLs: [/metrics], verbs: [get]}]\n' $NS \
+  | apply "/apis/rbac.authorization.k8s.io/v1/clusterroles/smoke:$NS" | check "clusterrole apply (colon in name)" 'd["rules"][0]["nonResourceURLs"]==["/metrics"]'
+printf 'apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: "smoke:%s"}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "smoke:%s"}\nsubjects: [{kind: ServiceAccount, name: sa, namespace: %s}]\n' $NS $NS $NS \
+  | apply "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/smoke:$NS" | check "clusterrolebinding apply" 'd["roleRef"]["kind"]=="ClusterRole"'
 printf 'apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: e}\nreason: R\nnote: smoke-note\ntype: Normal\nreportingController: smoke\nreportingInstance: s\naction: A\neventTime: "2026-01-01T00:00:00.000000Z"\nregarding: {kind: Deployment, name: d, namespace: %s}\n' $NS \
   | apply /apis/events.k8s.io/v1/namespaces/$NS/events/e | check "events.k8s.io apply" 'd["note"]=="smoke-note"'
 k "$S/api/v1/namespaces/$NS/events?fieldSelector=involvedObject.name%3Dd" | check "core event view + field selector" 'len(d["items"])==1 and d["items"][0]["message"]=="smoke-note"'
@@ -64,11 +77,14 @@ echo '{"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition",
 for _ in $(seq 100); do k "$S/apis/smoke.test/v1" 2>/dev/null | grep -q '"smokes"' && break; sleep 0.1; done
 printf 'apiVersion: smoke.test/v1\nkind: Smoke\nmetadata: {name: x}\nspec: {size: 2}\n' | apply /apis/smoke.test/v1/namespaces/$NS/smokes/x | check "CR apply" 'd["spec"]["size"]==2 and d["metadata"]["managedFields"]'
 printf 'apiVersion: smoke.test/v1\nkind: Smoke\nmetadata: {name: x}\nspec: {size: 0}\n' | apply /apis/smoke.test/v1/namespaces/$NS/smokes/x | check "CR schema validation" 'd.get("code")==422'
-k "$S/openapi/v2" | check "openapi v2" '{"io.k8s.api.apps.v1.Deployment","io.k8s.api.core.v1.Secret","io.k8s.api.batch.v1.Job","io.k8s.api.coordination.v1.Lease","io.k8s.api.events.v1.Event"} <= set(d["definitions"])'
-k "$S/openapi/v3" | check "openapi v3" '{"api/v1","apis/apps/v1","apis/batch/v1","apis/coordination.k8s.io/v1","apis/events.k8s.io/v1"} <= set(d["paths"])'
+k "$S/openapi/v2" | check "openapi v2" '{"io.k8s.api.apps.v1.Deployment","io.k8s.api.core.v1.Secret","io.k8s.api.batch.v1.Job","io.k8s.api.coordination.v1.Lease","io.k8s.api.events.v1.Event","io.k8s.api.rbac.v1.ClusterRoleBinding"} <= set(d["definitions"])'
+k "$S/openapi/v3" | check "openapi v3" '{"api/v1","apis/apps/v1","apis/batch/v1","apis/coordination.k8s.io/v1","apis/events.k8s.io/v1","apis/rbac.authorization.k8s.io/v1"} <= set(d["paths"])'
 k "$S/openapi/v3/apis/apps/v1" | check "openapi v3 apps/v1" '"io.k8s.api.apps.v1.Deployment" in d["components"]["schemas"]'
 k -X DELETE "$S/api/v1/namespaces/$NS" >/dev/null
 k "$S/apis/apps/v1/namespaces/$NS/deployments" | check "namespace delete removes contents" 'd["items"]==[]'
+k "$S/apis/rbac.authorization.k8s.io/v1/namespaces/$NS/roles" | check "namespace delete removes roles" 'd["items"]==[]'
+k -X DELETE "$S/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/smoke:$NS" >/dev/null
+k -X DELETE "$S/apis/rbac.authorization.k8s.io/v1/clusterroles/smoke:$NS" >/dev/null
 k -X DELETE "$S/apis/apiextensions.k8s.io/v1/customresourcedefinitions/smokes.smoke.test" >/dev/null
 echo "smoke: all checks passed"
 exit 0
