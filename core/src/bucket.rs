@@ -189,6 +189,19 @@ impl BucketSpec {
         ]
     }
 
+    /// The bucket as it is right after a create: every setting as desired, owner identity as
+    /// S3 tags, or as sanitised GCS labels when `labels` is true.
+    pub fn desired_state(&self, labels: bool) -> BucketState {
+        BucketState {
+            name: self.name.clone(),
+            region: self.region.clone(),
+            encryption: Some(self.encryption.clone()),
+            public_access: PublicAccessBlock::ALL_BLOCKED,
+            lifecycle: self.managed_lifecycle(),
+            tags: if labels { self.owner.labels() } else { self.owner.tags() },
+        }
+    }
+
     /// The lifecycle to write over `observed`: foreign rules kept in their order, managed rules
     /// replaced by the desired ones. `None` when `observed` already has the desired managed rules.
     pub fn merge_lifecycle(&self, observed: &[LifecycleRule]) -> Option<Vec<LifecycleRule>> {
@@ -349,17 +362,6 @@ mod tests {
         }
     }
 
-    fn desired_state(spec: &BucketSpec) -> BucketState {
-        BucketState {
-            name: spec.name.clone(),
-            region: spec.region.clone(),
-            encryption: Some(spec.encryption.clone()),
-            public_access: PublicAccessBlock::ALL_BLOCKED,
-            lifecycle: spec.managed_lifecycle(),
-            tags: spec.owner.tags(),
-        }
-    }
-
     #[test]
     fn generated_names_match_mvo_format() {
         let name = new_bucket_name();
@@ -381,29 +383,29 @@ mod tests {
     #[test]
     fn desired_state_has_no_drift() {
         let spec = spec();
-        assert!(desired_state(&spec).drift(&spec, false).is_empty());
+        assert!(spec.desired_state(false).drift(&spec, false).is_empty());
     }
 
     #[test]
     fn each_setting_drifts_alone() {
         let spec = spec();
-        let mut s = desired_state(&spec);
+        let mut s = spec.desired_state(false);
         s.encryption = None;
         assert_eq!(s.drift(&spec, false), vec![Setting::Encryption]);
 
-        let mut s = desired_state(&spec);
+        let mut s = spec.desired_state(false);
         s.encryption = Some(Encryption::Kms { key: "k".into() });
         assert_eq!(s.drift(&spec, false), vec![Setting::Encryption]);
 
-        let mut s = desired_state(&spec);
+        let mut s = spec.desired_state(false);
         s.public_access.restrict_public_buckets = false;
         assert_eq!(s.drift(&spec, false), vec![Setting::PublicAccess]);
 
-        let mut s = desired_state(&spec);
+        let mut s = spec.desired_state(false);
         s.lifecycle.clear();
         assert_eq!(s.drift(&spec, false), vec![Setting::Lifecycle]);
 
-        let mut s = desired_state(&spec);
+        let mut s = spec.desired_state(false);
         s.tags.remove(crate::owner::BACKUP_LOCATION_TAG);
         assert_eq!(s.drift(&spec, false), vec![Setting::Tags]);
     }
@@ -411,7 +413,7 @@ mod tests {
     #[test]
     fn retention_change_is_lifecycle_drift() {
         let mut spec = spec();
-        let state = desired_state(&spec);
+        let state = spec.desired_state(false);
         spec.retention_days = 31;
         assert_eq!(state.drift(&spec, false), vec![Setting::Lifecycle]);
     }

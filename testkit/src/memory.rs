@@ -295,14 +295,7 @@ impl InMemoryStore {
 
     fn create(&self, state: &mut CloudState, spec: &BucketSpec) -> Result<BucketState> {
         self.call(state, "CreateBucket")?;
-        let created = BucketState {
-            name: spec.name.clone(),
-            region: spec.region.clone(),
-            encryption: Some(spec.encryption.clone()),
-            public_access: PublicAccessBlock::ALL_BLOCKED,
-            lifecycle: spec.managed_lifecycle(),
-            tags: spec.owner.tags(),
-        };
+        let created = spec.desired_state(false);
         let bucket = StoredBucket {
             account: self.account.clone(),
             state: created.clone(),

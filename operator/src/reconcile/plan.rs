@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use mvo_core::{
     BucketReport, BucketSpec, BucketState, Capabilities, CredentialSource, CredentialsWiring, Error,
-    LocationConfig, ObjectStore, Owner, Platform, PublicAccessBlock, Recovery, Result, metering::CallCounter,
+    LocationConfig, ObjectStore, Owner, Platform, Recovery, Result, metering::CallCounter,
 };
 
 /// What a reconcile would change, in order.
@@ -107,14 +107,7 @@ impl ObjectStore for PlanStore {
                     "cloud: create bucket {} in {} (encryption, public access block, lifecycle, owner tags)",
                     spec.name, spec.region
                 ));
-                let state = BucketState {
-                    name: spec.name.clone(),
-                    region: spec.region.clone(),
-                    encryption: Some(spec.encryption.clone()),
-                    public_access: PublicAccessBlock::ALL_BLOCKED,
-                    lifecycle: spec.managed_lifecycle(),
-                    tags: if self.labels { spec.owner.labels() } else { spec.owner.tags() },
-                };
+                let state = spec.desired_state(self.labels);
                 Ok(BucketReport { created: true, corrected: Vec::new(), state })
             }
             Err(err) => Err(err),
