@@ -120,6 +120,37 @@ impl Error {
         }
     }
 
+    /// The first [`Error`] in `err`'s source chain, rebuilt (core errors are not `Clone`).
+    ///
+    /// Providers use it when a failure of their own [`crate::CredentialSource`] travels back
+    /// through a cloud SDK as a boxed source: the caller gets the original classification (for
+    /// example `Unauthenticated` naming the missing file). Variants a credential source has no
+    /// business returning come back as `Unauthenticated` with their message.
+    pub fn from_source_chain(err: &(dyn StdError + 'static)) -> Option<Error> {
+        let mut next = Some(err);
+        while let Some(current) = next {
+            if let Some(core) = current.downcast_ref::<Error>() {
+                return Some(core.rebuild());
+            }
+            next = current.source();
+        }
+        None
+    }
+
+    fn rebuild(&self) -> Error {
+        match self {
+            Error::Unauthenticated { message } => Error::Unauthenticated { message: message.clone() },
+            Error::Unavailable { message } => Error::Unavailable { message: message.clone() },
+            Error::Throttled { message } => Error::Throttled { message: message.clone() },
+            Error::PermissionDenied { operation, message } => {
+                Error::PermissionDenied { operation: operation.clone(), message: message.clone() }
+            }
+            Error::InvalidConfig { message } => Error::InvalidConfig { message: message.clone() },
+            Error::NotFound { what } => Error::NotFound { what: what.clone() },
+            other => Error::Unauthenticated { message: other.to_string() },
+        }
+    }
+
     /// Shorthand for [`Error::NotFound`] about a bucket.
     pub fn bucket_not_found(bucket: &str) -> Self {
         Error::NotFound { what: format!("bucket {bucket:?}") }
@@ -152,6 +183,19 @@ mod tests {
         ];
         assert!(retryable.iter().all(Error::is_retryable));
         assert!(!permanent.iter().any(Error::is_retryable));
+    }
+
+    #[test]
+    fn core_errors_are_found_in_a_source_chain() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("sdk failed")]
+        struct Sdk(#[source] Error);
+        let wrapped = Sdk(Error::Unauthenticated { message: "missing file aws_access_key_id".into() });
+        let found = Error::from_source_chain(&wrapped).expect("core error in chain");
+        assert_eq!(found.to_string(), "not authenticated: missing file aws_access_key_id");
+        let odd = Sdk(Error::AlreadyOwnedByOther { bucket: "b".into() });
+        assert!(matches!(Error::from_source_chain(&odd), Some(Error::Unauthenticated { .. })));
+        assert!(Error::from_source_chain(&std::fmt::Error).is_none());
     }
 
     #[test]

@@ -87,7 +87,7 @@ where
 {
     // A failure of our own credential source travels through the SDK as a boxed source; give the
     // caller the original classification (e.g. Unauthenticated naming the missing file).
-    if let Some(core) = find_core_error(&err) {
+    if let Some(core) = Error::from_source_chain(&err) {
         return core;
     }
     let what = call.bucket.map(|b| format!("{} on bucket {b:?}", call.action));
@@ -150,33 +150,6 @@ where
     Error::Provider { provider: PLATFORM, source: Box::new(err) }
 }
 
-/// Finds an [`mvo_core::Error`] in the source chain and rebuilds it (core errors are not `Clone`).
-fn find_core_error(err: &(dyn std::error::Error + 'static)) -> Option<Error> {
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(current) = next {
-        if let Some(core) = current.downcast_ref::<Error>() {
-            return Some(rebuild(core));
-        }
-        next = current.source();
-    }
-    None
-}
-
-fn rebuild(err: &Error) -> Error {
-    match err {
-        Error::Unauthenticated { message } => Error::Unauthenticated { message: message.clone() },
-        Error::Unavailable { message } => Error::Unavailable { message: message.clone() },
-        Error::Throttled { message } => Error::Throttled { message: message.clone() },
-        Error::PermissionDenied { operation, message } => {
-            Error::PermissionDenied { operation: operation.clone(), message: message.clone() }
-        }
-        Error::InvalidConfig { message } => Error::InvalidConfig { message: message.clone() },
-        Error::NotFound { what } => Error::NotFound { what: what.clone() },
-        // Anything else from a credential source means we could not authenticate.
-        other => Error::Unauthenticated { message: other.to_string() },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,7 +189,7 @@ mod tests {
     fn core_errors_survive_the_sdk() {
         let inner = Error::Unauthenticated { message: "missing file aws_access_key_id".into() };
         let wrapped = aws_credential_types::provider::error::CredentialsError::provider_error(inner);
-        let found = find_core_error(&wrapped).expect("core error in chain");
+        let found = Error::from_source_chain(&wrapped).expect("core error in chain");
         assert_eq!(found.to_string(), "not authenticated: missing file aws_access_key_id");
     }
 }

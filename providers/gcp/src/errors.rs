@@ -67,7 +67,7 @@ pub(crate) fn is_denied(err: &GaxError) -> bool {
 pub(crate) fn map(err: GaxError, call: Call<'_>) -> Error {
     // Failures of our own credential source (missing file, malformed JSON) travel through the SDK
     // as a source; give the caller the original classification, naming the file or field.
-    if let Some(core) = find_core_error(&err) {
+    if let Some(core) = Error::from_source_chain(&err) {
         return core;
     }
     let what = call.what();
@@ -126,33 +126,6 @@ fn not_found(call: Call<'_>, message: String) -> Error {
     match call.bucket {
         Some(bucket) => Error::bucket_not_found(bucket),
         None => Error::NotFound { what: message },
-    }
-}
-
-/// Finds an [`mvo_core::Error`] in the source chain and rebuilds it (core errors are not `Clone`).
-fn find_core_error(err: &(dyn std::error::Error + 'static)) -> Option<Error> {
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(current) = next {
-        if let Some(core) = current.downcast_ref::<Error>() {
-            return Some(rebuild(core));
-        }
-        next = current.source();
-    }
-    None
-}
-
-pub(crate) fn rebuild(err: &Error) -> Error {
-    match err {
-        Error::Unauthenticated { message } => Error::Unauthenticated { message: message.clone() },
-        Error::Unavailable { message } => Error::Unavailable { message: message.clone() },
-        Error::Throttled { message } => Error::Throttled { message: message.clone() },
-        Error::PermissionDenied { operation, message } => {
-            Error::PermissionDenied { operation: operation.clone(), message: message.clone() }
-        }
-        Error::InvalidConfig { message } => Error::InvalidConfig { message: message.clone() },
-        Error::NotFound { what } => Error::NotFound { what: what.clone() },
-        // Anything else from a credential source means we could not authenticate.
-        other => Error::Unauthenticated { message: other.to_string() },
     }
 }
 
