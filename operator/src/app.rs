@@ -2,10 +2,7 @@
 
 use std::process::ExitCode;
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
-};
+use std::sync::Arc;
 
 use futures_util::FutureExt;
 
@@ -19,9 +16,10 @@ use crate::{
     cli::{Cli, Command, GIT_HASH, OPERATOR_NAMESPACE, RunArgs, VERSION},
     controller,
     crd::{self, RECONCILED_NAME, VeleroInstall},
+    health,
     http::{self, Endpoints},
     infrastructure::ClusterFacts,
-    leader::LeaderElection,
+    leader::{LeaderElection, Lost},
     providers,
     reconcile::{self, Context, apply::FIELD_MANAGER, error_chain},
     startup::{self, ProviderSettings, StartupError},
@@ -102,8 +100,10 @@ async fn prepare(args: &RunArgs) -> Result<Prepared, RunError> {
         .into());
     }
     info!(version = VERSION, git = GIT_HASH, providers = ?providers::registered_platforms(), "starting");
-    let client =
-        Client::try_default().await.map_err(|e| anyhow::Error::new(e).context("connecting to Kubernetes"))?;
+    let config =
+        kube::Config::infer().await.map_err(|e| anyhow::Error::new(e).context("reading the kubeconfig"))?;
+    let client = Client::try_from(health::with_deadlines(config))
+        .map_err(|e| anyhow::Error::new(e).context("connecting to Kubernetes"))?;
     let facts = startup::discover_facts(&client).await?;
     let registry = mvo_core::Registry::global().map_err(StartupError::UnsupportedPlatform)?;
     let settings = ProviderSettings {
@@ -166,59 +166,62 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let recorder = Recorder::new(client.clone(), reporter);
     let ctx = Arc::new(Context::new(client.clone(), platform, facts.infrastructure_name, recorder));
 
-    let ready = Arc::new(AtomicBool::new(false));
-    let endpoints = Endpoints { metrics: ctx.metrics.clone(), ready: ready.clone() };
+    let timings =
+        args.lease_timings().map_err(|e| anyhow::anyhow!("invalid leader election timings: {e}"))?;
+    let health = ctx.health.clone();
+    let endpoints = Endpoints { metrics: ctx.metrics.clone(), health: health.clone() };
     let (address, server) = http::bind(args.metrics_addr, endpoints, shutdown.clone())
         .await
         .map_err(|e| anyhow::Error::new(e).context(format!("serving metrics on {}", args.metrics_addr)))?;
     let server = tokio::spawn(server);
     info!(%address, "serving /metrics, /healthz and /readyz");
-    // Ready from here on: as the leader, or as a standby waiting for the Lease.
-    ready.store(true, Ordering::Relaxed);
 
-    let lost_leadership = Arc::new(AtomicBool::new(false));
-    let election = args.leader_election.then(|| {
+    let mut election = args.leader_election.then(|| {
         let holder = std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("managed-velero-operator-{}", uuid::Uuid::new_v4()));
-        LeaderElection::new(client.clone(), &args.namespace, holder)
+        LeaderElection::new(client.clone(), &args.namespace, holder, timings)
     });
-    if let Some(election) = &election {
+    if let Some(election) = &mut election {
+        let standby = health.clone();
         tokio::select! {
-            _ = election.acquire() => {}
+            _ = election.acquire(|| standby.standing_by()) => {}
             _ = shutdown.clone() => {
                 info!("stopped while standing by");
                 return Ok(());
             }
         }
     }
+    health.leading();
+    // The one line that opens this replica's interval of acting; `stopped acting` closes it.
+    info!(holder = election.as_ref().map(|e| e.holder()), "started acting");
     // Renewal runs in its own task: the controller's stop signal must be Sync, a Lease call is not.
-    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
-    let renewal = election.clone().map(|election| {
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<Lost>();
+    let releaser = election.clone();
+    let renewal = election.map(|mut election| {
         tokio::spawn(async move {
-            election.keep().await;
-            let _ = lost_tx.send(());
+            let lost = election.keep().await;
+            let _ = lost_tx.send(lost);
         })
     });
-    let stop = {
-        let (shutdown, lost) = (shutdown.clone(), lost_leadership.clone());
-        async move {
-            tokio::select! {
-                _ = shutdown => {}
-                Ok(()) = lost_rx => lost.store(true, Ordering::Relaxed),
-            }
-        }
-    };
     info!(namespace = %args.namespace, "controller starting");
-    controller::run(ctx, &args.namespace, stop).await;
+    let controller = controller::run(ctx, &args.namespace, shutdown.clone());
+    let lost = tokio::select! {
+        _ = controller => None,
+        // Losing the Lease drops the controller future, which cancels every reconcile at once:
+        // a graceful stop would let in-flight passes write after a standby took over.
+        Ok(lost) = lost_rx => Some(lost),
+    };
+    if let Some(lost) = lost {
+        tracing::error!(reason = ?lost, "stopped acting");
+        return Err(anyhow::anyhow!("leadership lost ({lost:?}); restarting as a candidate").into());
+    }
+    info!(reason = "shutdown", "stopped acting");
     info!("controller stopped");
     if let Some(renewal) = renewal {
         renewal.abort();
     }
-    if let Some(election) = &election {
-        election.release().await;
-    }
-    if lost_leadership.load(Ordering::Relaxed) {
-        return Err(anyhow::anyhow!("leadership lost; restarting as a candidate").into());
+    if let Some(releaser) = releaser {
+        releaser.release().await;
     }
     match server.await {
         Ok(result) => result.map_err(|e| anyhow::Error::new(e).context("metrics server"))?,

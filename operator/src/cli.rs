@@ -1,9 +1,11 @@
 //! Command line: `run` (default), `crd`, `version`; every `run` flag has an environment fallback
 //! so the Deployment can configure the operator through env.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::{leader::Timings, reconcile::validate::parse_duration};
 
 /// The namespace the operator serves in a cluster (MVO's).
 pub const OPERATOR_NAMESPACE: &str = "openshift-velero";
@@ -65,6 +67,18 @@ pub struct RunArgs {
     #[arg(long, env = "MVO_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,
 
+    /// How long a standby waits, from the last change of the Lease it saw, before taking it.
+    #[arg(long, env = "MVO_LEASE_DURATION", default_value = "137s", value_parser = duration)]
+    pub lease_duration: Duration,
+
+    /// How long the leader keeps acting without renewing the Lease (shorter than the lease).
+    #[arg(long, env = "MVO_RENEW_DEADLINE", default_value = "107s", value_parser = duration)]
+    pub renew_deadline: Duration,
+
+    /// How often the leader renews the Lease and a standby retries.
+    #[arg(long, env = "MVO_RETRY_PERIOD", default_value = "26s", value_parser = duration)]
+    pub retry_period: Duration,
+
     /// Log format.
     #[arg(long, env = "MVO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
@@ -78,6 +92,23 @@ pub struct RunArgs {
     pub cloud_endpoint: Option<String>,
 }
 
+/// Parses a Go-style duration flag (`137s`, `2m`).
+fn duration(raw: &str) -> Result<Duration, String> {
+    parse_duration(raw).ok_or_else(|| format!("{raw:?} is not a duration like 26s or 2m"))
+}
+
+impl RunArgs {
+    /// The Lease timings of the flags, checked.
+    pub fn lease_timings(&self) -> Result<Timings, String> {
+        Timings {
+            lease_duration: self.lease_duration,
+            renew_deadline: self.renew_deadline,
+            retry_period: self.retry_period,
+        }
+        .validate()
+    }
+}
+
 impl Default for RunArgs {
     fn default() -> Self {
         // Parsing no arguments applies every default and env fallback.
@@ -88,6 +119,9 @@ impl Default for RunArgs {
                 allow_any_namespace: false,
                 metrics_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
                 leader_election: true,
+                lease_duration: Timings::OPENSHIFT.lease_duration,
+                renew_deadline: Timings::OPENSHIFT.renew_deadline,
+                retry_period: Timings::OPENSHIFT.retry_period,
                 log_format: LogFormat::Auto,
                 credentials_dir: "/var/run/secrets/managed-velero-operator".into(),
                 cloud_endpoint: None,
@@ -127,5 +161,6 @@ mod tests {
         assert_eq!(args.namespace, "dev");
         assert!(args.allow_any_namespace && !args.leader_election);
         assert_eq!(args.log_format, LogFormat::Text);
+        assert_eq!(args.lease_timings(), Ok(Timings::OPENSHIFT), "OpenShift timings by default");
     }
 }

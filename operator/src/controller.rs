@@ -29,6 +29,7 @@ use tracing::{debug, warn};
 
 use crate::{
     crd::VeleroInstall,
+    health::WATCH_TIMEOUT_SECS,
     reconcile::{self, Context, bucket::RECONCILE_REQUESTED_AT, build},
 };
 
@@ -76,36 +77,86 @@ pub fn spec_fingerprint(object: &DynamicObject) -> u64 {
 
 /// Watch events of owned objects, reduced to the objects whose non-status content changed or
 /// that were deleted.
+///
+/// A deletion while the watch was down (API server restart, network cut) arrives as no event at
+/// all: the watcher re-lists and the object is simply not in the list. So the objects seen before
+/// a re-list and missing from it are emitted as deleted, which starts a reconcile of their owner.
+/// `synced` is called once, after the first list.
 fn owned_trigger(
     client: Client,
     namespace: &str,
     kind: &ApiResource,
+    synced: impl FnOnce() + Send + 'static,
 ) -> impl Stream<Item = Result<DynamicObject, watcher::Error>> + Send + 'static {
     let api: Api<DynamicObject> = Api::namespaced_with(client, namespace, kind);
-    let mut seen: HashMap<String, u64> = HashMap::new();
-    watcher(api).filter_map(move |event| {
-        let keep = match event {
-            Ok(Event::Apply(object) | Event::InitApply(object)) => {
-                let key = object.uid().unwrap_or_default();
-                let fingerprint = spec_fingerprint(&object);
-                (seen.insert(key, fingerprint) != Some(fingerprint)).then_some(Ok(object))
-            }
-            Ok(Event::Delete(object)) => {
-                seen.remove(&object.uid().unwrap_or_default());
-                Some(Ok(object))
-            }
-            Ok(Event::Init | Event::InitDone) => None,
-            Err(err) => Some(Err(err)),
+    let mut seen = Seen::default();
+    let mut synced = Some(synced);
+    watcher(api)
+        .map(move |event| {
+            let emit: Vec<Result<DynamicObject, watcher::Error>> = match event {
+                Ok(Event::Apply(object)) => seen.changed(object).map(Ok).into_iter().collect(),
+                Ok(Event::InitApply(object)) => {
+                    seen.listed.insert(object.uid().unwrap_or_default());
+                    seen.changed(object).map(Ok).into_iter().collect()
+                }
+                Ok(Event::Delete(object)) => {
+                    seen.objects.remove(&object.uid().unwrap_or_default());
+                    vec![Ok(object)]
+                }
+                Ok(Event::Init) => {
+                    seen.listed.clear();
+                    Vec::new()
+                }
+                Ok(Event::InitDone) => {
+                    if let Some(synced) = synced.take() {
+                        synced();
+                    }
+                    seen.vanished().into_iter().map(Ok).collect()
+                }
+                Err(err) => vec![Err(err)],
+            };
+            futures_util::stream::iter(emit)
+        })
+        .flatten()
+}
+
+/// What an owned-kind watch has seen: fingerprints, and the objects' metadata to emit them again
+/// if they vanish during a re-list.
+#[derive(Default)]
+struct Seen {
+    objects: HashMap<String, (u64, DynamicObject)>,
+    /// UIDs in the list being received since the last `Init`.
+    listed: std::collections::HashSet<String>,
+}
+
+impl Seen {
+    /// Records `object`; returns it if its content changed since last seen.
+    fn changed(&mut self, object: DynamicObject) -> Option<DynamicObject> {
+        let key = object.uid().unwrap_or_default();
+        let fingerprint = spec_fingerprint(&object);
+        // Only the metadata is kept: it carries the owner reference the controller maps by.
+        let skeleton = DynamicObject {
+            types: object.types.clone(),
+            metadata: object.metadata.clone(),
+            data: Value::Null,
         };
-        std::future::ready(keep)
-    })
+        let previous = self.objects.insert(key, (fingerprint, skeleton));
+        (previous.map(|(f, _)| f) != Some(fingerprint)).then_some(object)
+    }
+
+    /// Objects seen before the last re-list and absent from it, forgotten and returned.
+    fn vanished(&mut self) -> Vec<DynamicObject> {
+        let gone: Vec<String> = self.objects.keys().filter(|k| !self.listed.contains(*k)).cloned().collect();
+        gone.iter().filter_map(|k| self.objects.remove(k)).map(|(_, object)| object).collect()
+    }
 }
 
 fn watcher<K>(api: Api<K>) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    watcher::watcher(api, watcher::Config::default()).default_backoff()
+    // The server ends each watch before the client's read timeout could break a quiet one.
+    watcher::watcher(api, watcher::Config::default().timeout(WATCH_TIMEOUT_SECS)).default_backoff()
 }
 
 /// How long a graceful shutdown waits for the first list of VeleroInstalls and for in-flight
@@ -135,10 +186,28 @@ pub async fn run(
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, reader.wait_until_ready()).await;
         }
     };
-    let mut controller = Controller::for_stream(main, reader);
-    for kind in owned_kinds() {
-        controller = controller.owns_stream_with(owned_trigger(client.clone(), namespace, &kind), kind);
+    let mut controller = Controller::for_stream(main, reader.clone());
+    let kinds = owned_kinds();
+    // Ready once the VeleroInstall store and every owned kind have seen a first list.
+    let pending = Arc::new(std::sync::atomic::AtomicUsize::new(kinds.len() + 1));
+    let synced = {
+        let (pending, health) = (pending.clone(), ctx.health.clone());
+        move || {
+            if pending.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+                health.synced();
+                debug!("caches synced");
+            }
+        }
+    };
+    for kind in kinds {
+        let trigger = owned_trigger(client.clone(), namespace, &kind, synced.clone());
+        controller = controller.owns_stream_with(trigger, kind);
     }
+    tokio::spawn(async move {
+        if reader.wait_until_ready().await.is_ok() {
+            synced();
+        }
+    });
     let running = controller
         .graceful_shutdown_on(graceful)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)

@@ -44,9 +44,10 @@ pub struct VeleroInstallSpec {
     pub backup_retention_days: Option<u32>,
 
     /// How often bucket settings are re-checked, as a Go-style duration such as `60m` or `1h30m`
-    /// (default `60m`, at least `1m`).
+    /// (default `60m`, at least `1m`, at most `24h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"))]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]{1,9}(s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1m') && duration(self) <= duration('24h')").message("must be between 1m and 24h"))]
     pub resync_interval: Option<String>,
 
     /// Velero server image (default: the pinned release).
@@ -198,6 +199,9 @@ mod tests {
         let spec = &schema()["properties"]["spec"]["properties"];
         assert_eq!(spec["backupRetentionDays"]["minimum"].as_f64(), Some(1.0));
         assert!(spec["resyncInterval"]["pattern"].is_string());
+        assert_eq!(spec["resyncInterval"]["maxLength"], 32);
+        let bounds = spec["resyncInterval"]["x-kubernetes-validations"].to_string();
+        assert!(bounds.contains("duration('24h')"), "{bounds}");
         let bucket = &spec["storageBucket"];
         assert!(bucket["properties"]["kmsKeyID"]["pattern"].is_string());
         let rules = bucket["x-kubernetes-validations"].to_string();

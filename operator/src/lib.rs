@@ -3,12 +3,14 @@
 //! Module map: [`cli`] (flags), [`crd`] (the VeleroInstall API), [`infrastructure`] (cluster facts),
 //! [`providers`] (which clouds are linked), [`startup`] (facts -> provider, CRD probe),
 //! [`controller`] and [`reconcile`] (the work), [`metrics`], [`http`] (metrics and probes),
+//! [`health`] (deadlines, readiness and liveness),
 //! [`leader`] (Lease election), [`telemetry`] (logs), [`app`] (the subcommands).
 
 pub mod app;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod health;
 pub mod http;
 pub mod infrastructure;
 pub mod leader;

@@ -6,11 +6,15 @@
 //!   operator tests use it where cloud behaviour is not the point.
 //! - [`gcs`]: an in-memory GCS bucket control plane behind the `google-cloud-storage` stub seam,
 //!   for the GCP provider's tests and operator tests on GCP.
+//! - [`proxy`]: [`FaultProxy`], a loopback TCP proxy that stalls or resets connections on demand
+//!   (hung API server calls, cloud timeouts) and can act as an HTTPS `CONNECT` proxy.
 
 pub mod contract;
 pub mod env;
 pub mod gcs;
 pub mod memory;
+pub mod proxy;
 
 pub use contract::{Backdoor, Fault, Harness};
 pub use memory::{InMemoryCloud, InMemoryPlatform};
+pub use proxy::{FaultProxy, Mode as ProxyMode};

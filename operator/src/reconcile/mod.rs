@@ -44,14 +44,19 @@ use self::{
 };
 use crate::{
     crd::{RECONCILED_NAME, VeleroInstall, VeleroInstallStatus},
+    health::{Health, PASS_DEADLINE},
     metrics::Metrics,
 };
 
 /// Shortest and longest wait after a retryable failure.
 const BACKOFF_MIN: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Spread of a failure backoff: wider than the resync's ±10%, since failures start together.
+const BACKOFF_JITTER_PERCENT: u32 = 25;
 /// How soon to look again while waiting for others (credential operator, Deployment rollout).
 const WAITING_REQUEUE: Duration = Duration::from_secs(30);
+/// How long reporting a missed pass deadline (status, event) may take.
+const REPORT_DEADLINE: Duration = Duration::from_secs(30);
 /// Event notes are truncated to this many bytes (the API limit is 1 KiB).
 const MAX_NOTE: usize = 1024;
 
@@ -70,7 +75,11 @@ pub struct Context {
     /// Set in plan mode: writes are recorded here instead of made.
     pub plan: Option<Arc<Plan>>,
     /// Consecutive retryable failures per object UID, for exponential backoff.
-    failures: Mutex<HashMap<String, u32>>,
+    failures: FailureBackoff,
+    /// Readiness and liveness, which passes report to.
+    pub health: Arc<Health>,
+    /// Longest a pass may run before it is cancelled ([`PASS_DEADLINE`]; shorter in tests).
+    pub pass_deadline: Duration,
 }
 
 impl Context {
@@ -89,7 +98,9 @@ impl Context {
             recorder,
             metrics,
             plan: None,
-            failures: Mutex::default(),
+            failures: FailureBackoff::default(),
+            health: Arc::default(),
+            pass_deadline: PASS_DEADLINE,
         }
     }
 
@@ -108,20 +119,38 @@ impl Context {
         (ctx, plan)
     }
 
-    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
-        self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The wait before retrying `uid` after another retryable failure (see [`FailureBackoff`]).
+    pub fn next_backoff(&self, uid: &str) -> Duration {
+        self.failures.next(uid)
     }
 
-    /// The wait before retrying `uid` after another retryable failure: 5 s doubling to 5 min.
-    pub fn next_backoff(&self, uid: &str) -> Duration {
+    fn reset_backoff(&self, uid: &str) {
+        self.failures.reset(uid);
+    }
+}
+
+/// Consecutive retryable failures per object UID, and the backoff they earn.
+#[derive(Debug, Default)]
+pub struct FailureBackoff(Mutex<HashMap<String, u32>>);
+
+impl FailureBackoff {
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The wait before retrying `uid` after another retryable failure: 5 s doubling to 5 min,
+    /// spread by ±[`BACKOFF_JITTER_PERCENT`]% so that clusters failing together (a regional
+    /// cloud outage) do not retry together.
+    pub fn next(&self, uid: &str) -> Duration {
         let mut failures = self.failures();
         let count = failures.entry(uid.to_owned()).or_default();
         let delay = backoff_delay(*count);
         *count = count.saturating_add(1);
-        delay
+        spread(delay, BACKOFF_JITTER_PERCENT)
     }
 
-    fn reset_backoff(&self, uid: &str) {
+    /// Forgets the failures of `uid` after a successful pass.
+    pub fn reset(&self, uid: &str) {
         self.failures().remove(uid);
     }
 }
@@ -168,6 +197,13 @@ pub enum Error {
         /// The provider's error.
         source: mvo_core::Error,
     },
+    /// The pass did not finish within its deadline (a call that never answered) and was
+    /// cancelled.
+    #[error("the reconcile pass did not finish within {after:?} and was cancelled")]
+    Deadline {
+        /// The deadline.
+        after: Duration,
+    },
     /// Creating or enforcing the bucket failed.
     #[error("failed to ensure bucket {bucket}")]
     EnsureBucket {
@@ -186,6 +222,7 @@ impl Error {
             Error::Apply { .. } => "ApplyFailed",
             Error::UpdateStatus { .. } => "UpdateStatusFailed",
             Error::Credentials { .. } => "CredentialsUnusable",
+            Error::Deadline { .. } => "ReconcileDeadline",
             Error::FindBucket { source } | Error::EnsureBucket { source, .. } => source.category(),
         }
     }
@@ -194,7 +231,10 @@ impl Error {
     /// a human (missing permission).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Read { .. } | Error::Apply { .. } | Error::UpdateStatus { .. } => true,
+            Error::Read { .. }
+            | Error::Apply { .. }
+            | Error::UpdateStatus { .. }
+            | Error::Deadline { .. } => true,
             Error::Credentials { source }
             | Error::FindBucket { source }
             | Error::EnsureBucket { source, .. } => source.is_retryable(),
@@ -204,7 +244,10 @@ impl Error {
     /// The condition this failure turns false.
     fn condition(&self) -> &'static str {
         match self {
-            Error::Read { .. } | Error::Apply { .. } | Error::UpdateStatus { .. } => VELERO_READY,
+            Error::Read { .. }
+            | Error::Apply { .. }
+            | Error::UpdateStatus { .. }
+            | Error::Deadline { .. } => VELERO_READY,
             Error::Credentials { .. } => CREDENTIALS_READY,
             Error::FindBucket { .. } | Error::EnsureBucket { .. } => BUCKET_READY,
         }
@@ -235,6 +278,25 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
 #[instrument(skip(vi, ctx), fields(name = %vi.name_any(), namespace = vi.namespace().unwrap_or_default()))]
 pub async fn reconcile(vi: Arc<VeleroInstall>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_started();
+    let _pass = ctx.health.pass_started();
+    match tokio::time::timeout(ctx.pass_deadline, pass(&vi, &ctx)).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            let err = Error::Deadline { after: ctx.pass_deadline };
+            ctx.metrics.reconcile_failed(err.category());
+            // Reporting talks to the API server too, which may be what hangs.
+            let report = report_failure(&ctx, &vi, &err);
+            if tokio::time::timeout(REPORT_DEADLINE, report).await.is_err() {
+                warn!("could not report the missed deadline in time");
+            }
+            Err(err)
+        }
+    }
+}
+
+/// One pass of the pipeline, without a deadline.
+async fn pass(vi: &Arc<VeleroInstall>, ctx: &Arc<Context>) -> Result<Action, Error> {
+    let (vi, ctx) = (vi.clone(), ctx.clone());
     if vi.name_any() != RECONCILED_NAME {
         let report = Report::fail(
             conditions::READY,
@@ -632,12 +694,20 @@ async fn velero_available(ctx: &Context, namespace: &str) -> Result<Report, Erro
 
 /// Spreads requeues over ±10% so many clusters do not check their buckets in lockstep.
 fn jitter(wait: Duration) -> Duration {
-    let spread = wait.as_millis() as u64 / 10;
+    spread(wait, 10)
+}
+
+/// `wait` moved by a uniformly random offset within ±`percent`%. Saturating throughout: the
+/// wait may come from the spec, and no input may make this panic.
+fn spread(wait: Duration, percent: u32) -> Duration {
+    let millis = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+    let spread = millis / 100 * u64::from(percent.min(100));
     if spread == 0 {
         return wait;
     }
-    let offset = (uuid::Uuid::new_v4().as_u128() % u128::from(2 * spread)) as u64;
-    (wait + Duration::from_millis(offset)).saturating_sub(Duration::from_millis(spread))
+    let offset = uuid::Uuid::new_v4().as_u128() % u128::from(spread.saturating_mul(2));
+    let offset = Duration::from_millis(u64::try_from(offset).unwrap_or(u64::MAX));
+    wait.saturating_add(offset).saturating_sub(Duration::from_millis(spread))
 }
 
 #[cfg(test)]
@@ -649,6 +719,41 @@ mod tests {
         let delays: Vec<u64> = (0..8).map(|n| backoff_delay(n).as_secs()).collect();
         assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300]);
         assert_eq!(backoff_delay(u32::MAX), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn failure_backoff_is_spread_around_the_doubling() {
+        let backoff = FailureBackoff::default();
+        for (attempt, base) in [5u64, 10, 20, 40, 80, 160, 300, 300].into_iter().enumerate() {
+            let samples: Vec<Duration> = (0..200)
+                .map(|i| {
+                    let uid = format!("uid-{i}");
+                    for _ in 0..attempt {
+                        backoff.next(&uid);
+                    }
+                    let delay = backoff.next(&uid);
+                    backoff.reset(&uid);
+                    delay
+                })
+                .collect();
+            let (low, high) = (Duration::from_millis(base * 750), Duration::from_millis(base * 1250));
+            assert!(samples.iter().all(|d| *d >= low && *d <= high), "attempt {attempt}: {samples:?}");
+            // Spread over the whole range, not a few values: the quartiles of the range are hit.
+            let quarter = Duration::from_millis(base * 125);
+            assert!(samples.iter().any(|d| *d < low + quarter), "attempt {attempt}: no early retry");
+            assert!(samples.iter().any(|d| *d > high - quarter), "attempt {attempt}: no late retry");
+            let distinct: std::collections::BTreeSet<_> = samples.iter().collect();
+            assert!(distinct.len() > 150, "attempt {attempt}: only {} distinct delays", distinct.len());
+        }
+    }
+
+    #[test]
+    fn spread_never_panics() {
+        for wait in [Duration::ZERO, Duration::from_millis(1), Duration::MAX, Duration::from_secs(u64::MAX)] {
+            for percent in [0, 10, 25, 100, u32::MAX] {
+                let _ = spread(wait, percent);
+            }
+        }
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub const DEFAULT_VELERO_IMAGE: &str = "docker.io/velero/velero:v1.17.0";
 pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(60 * 60);
 /// Shortest accepted re-check interval: each check costs five cloud reads.
 pub const MIN_RESYNC_INTERVAL: Duration = Duration::from_secs(60);
+/// Longest accepted re-check interval: drift left longer than a day is not "enforced", and a
+/// bound keeps every deadline computed from it far from overflow.
+pub const MAX_RESYNC_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A spec value the operator cannot use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,6 +76,9 @@ pub fn validate(spec: &VeleroInstallSpec, platform: &dyn Platform) -> Result<Des
     };
     if resync_interval < MIN_RESYNC_INTERVAL {
         return Err(invalid("spec.resyncInterval", "must be at least 1m"));
+    }
+    if resync_interval > MAX_RESYNC_INTERVAL {
+        return Err(invalid("spec.resyncInterval", "must be at most 24h"));
     }
     Ok(DesiredInstall {
         adopt_bucket: bucket.name,
@@ -135,7 +141,8 @@ pub fn default_resources() -> ResourceRequirements {
     }
 }
 
-/// Parses a Go-style duration made of `<digits><unit>` parts with units `s`, `m`, `h`.
+/// Parses a Go-style duration made of `<digits><unit>` parts with units `s`, `m`, `h`; `None`
+/// when malformed or beyond `u64` seconds (never panics, whatever the input).
 pub fn parse_duration(raw: &str) -> Option<Duration> {
     let mut total: u64 = 0;
     let mut digits = String::new();
@@ -187,6 +194,17 @@ mod tests {
         for bad in ["", "10", "m", "1d", "1.5h", "-1m"] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn huge_resync_is_rejected_without_panic() {
+        for raw in ["999999999999h", "18446744073709551615s", "25h", "99999999999999999999999999h", "24h1s"] {
+            let spec = VeleroInstallSpec { resync_interval: Some(raw.into()), ..Default::default() };
+            let err = validate(&spec, &platform()).expect_err(raw);
+            assert!(err.to_string().starts_with("spec.resyncInterval: "), "{raw}: {err}");
+        }
+        let spec = VeleroInstallSpec { resync_interval: Some("24h".into()), ..Default::default() };
+        assert_eq!(validate(&spec, &platform()).expect("24h").resync_interval, MAX_RESYNC_INTERVAL);
     }
 
     #[test]
