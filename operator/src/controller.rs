@@ -25,7 +25,7 @@ use kube::{
     },
 };
 use serde_json::Value;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     crd::VeleroInstall,
@@ -172,7 +172,27 @@ pub async fn run(
     let client = ctx.client.clone();
     let installs: Api<VeleroInstall> = Api::namespaced(client.clone(), namespace);
     let (reader, writer) = reflector::store();
+    let kinds = owned_kinds();
+    // Ready once the VeleroInstall store and every owned kind have seen a first list.
+    let pending = Arc::new(std::sync::atomic::AtomicUsize::new(kinds.len() + 1));
+    let synced = {
+        let (pending, health) = (pending.clone(), ctx.health.clone());
+        move || {
+            if pending.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+                health.synced();
+                info!("caches synced");
+            }
+        }
+    };
+    let mut main_synced = Some(synced.clone());
     let main = watcher(installs)
+        .inspect(move |event| {
+            if matches!(event, Ok(Event::InitDone))
+                && let Some(synced) = main_synced.take()
+            {
+                synced();
+            }
+        })
         .reflect(writer)
         .applied_objects()
         .predicate_filter(install_trigger, Default::default());
@@ -186,28 +206,11 @@ pub async fn run(
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, reader.wait_until_ready()).await;
         }
     };
-    let mut controller = Controller::for_stream(main, reader.clone());
-    let kinds = owned_kinds();
-    // Ready once the VeleroInstall store and every owned kind have seen a first list.
-    let pending = Arc::new(std::sync::atomic::AtomicUsize::new(kinds.len() + 1));
-    let synced = {
-        let (pending, health) = (pending.clone(), ctx.health.clone());
-        move || {
-            if pending.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
-                health.synced();
-                debug!("caches synced");
-            }
-        }
-    };
+    let mut controller = Controller::for_stream(main, reader);
     for kind in kinds {
         let trigger = owned_trigger(client.clone(), namespace, &kind, synced.clone());
         controller = controller.owns_stream_with(trigger, kind);
     }
-    tokio::spawn(async move {
-        if reader.wait_until_ready().await.is_ok() {
-            synced();
-        }
-    });
     let running = controller
         .graceful_shutdown_on(graceful)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
