@@ -93,29 +93,12 @@ fn owned_trigger(
     let mut synced = Some(synced);
     watcher(api)
         .map(move |event| {
-            let emit: Vec<Result<DynamicObject, watcher::Error>> = match event {
-                Ok(Event::Apply(object)) => seen.changed(object).map(Ok).into_iter().collect(),
-                Ok(Event::InitApply(object)) => {
-                    seen.listed.insert(object.uid().unwrap_or_default());
-                    seen.changed(object).map(Ok).into_iter().collect()
-                }
-                Ok(Event::Delete(object)) => {
-                    seen.objects.remove(&object.uid().unwrap_or_default());
-                    vec![Ok(object)]
-                }
-                Ok(Event::Init) => {
-                    seen.listed.clear();
-                    Vec::new()
-                }
-                Ok(Event::InitDone) => {
-                    if let Some(synced) = synced.take() {
-                        synced();
-                    }
-                    seen.vanished().into_iter().map(Ok).collect()
-                }
-                Err(err) => vec![Err(err)],
-            };
-            futures_util::stream::iter(emit)
+            if matches!(event, Ok(Event::InitDone))
+                && let Some(synced) = synced.take()
+            {
+                synced();
+            }
+            futures_util::stream::iter(seen.on_event(event))
         })
         .flatten()
 }
@@ -130,6 +113,30 @@ struct Seen {
 }
 
 impl Seen {
+    /// What a watch event of an owned kind triggers: the changed, deleted or vanished objects.
+    fn on_event(
+        &mut self,
+        event: Result<Event<DynamicObject>, watcher::Error>,
+    ) -> Vec<Result<DynamicObject, watcher::Error>> {
+        match event {
+            Ok(Event::Apply(object)) => self.changed(object).map(Ok).into_iter().collect(),
+            Ok(Event::InitApply(object)) => {
+                self.listed.insert(object.uid().unwrap_or_default());
+                self.changed(object).map(Ok).into_iter().collect()
+            }
+            Ok(Event::Delete(object)) => {
+                self.objects.remove(&object.uid().unwrap_or_default());
+                vec![Ok(object)]
+            }
+            Ok(Event::Init) => {
+                self.listed.clear();
+                Vec::new()
+            }
+            Ok(Event::InitDone) => self.vanished().into_iter().map(Ok).collect(),
+            Err(err) => vec![Err(err)],
+        }
+    }
+
     /// Records `object`; returns it if its content changed since last seen.
     fn changed(&mut self, object: DynamicObject) -> Option<DynamicObject> {
         let key = object.uid().unwrap_or_default();
@@ -238,6 +245,47 @@ mod tests {
 
     fn object(value: Value) -> DynamicObject {
         serde_json::from_value(value).expect("object")
+    }
+
+    fn owned(name: &str) -> DynamicObject {
+        object(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "uid": format!("uid-{name}"), "ownerReferences": [{
+                "apiVersion": "managed.openshift.io/v1alpha2", "kind": "VeleroInstall",
+                "name": "cluster", "uid": "vi", "controller": true}]},
+            "spec": {"replicas": 1}
+        }))
+    }
+
+    fn names(emitted: Vec<Result<DynamicObject, watcher::Error>>) -> Vec<String> {
+        emitted.into_iter().map(|o| o.expect("object").name_any()).collect()
+    }
+
+    #[test]
+    fn an_object_missing_from_a_relist_triggers_its_owner() {
+        let mut seen = Seen::default();
+        let mut list = |seen: &mut Seen, objects: &[&str]| {
+            let mut emitted = names(seen.on_event(Ok(Event::Init)));
+            for name in objects {
+                emitted.extend(names(seen.on_event(Ok(Event::InitApply(owned(name))))));
+            }
+            emitted.extend(names(seen.on_event(Ok(Event::InitDone))));
+            emitted
+        };
+        assert_eq!(list(&mut seen, &["velero", "other"]), ["velero", "other"], "first list: all new");
+        assert!(list(&mut seen, &["velero", "other"]).is_empty(), "unchanged re-list: nothing");
+        // Deleted while the watch was down: no Delete event, just absent from the re-list.
+        let vanished = seen.on_event(Ok(Event::Init));
+        assert!(vanished.is_empty());
+        assert!(seen.on_event(Ok(Event::InitApply(owned("other")))).is_empty());
+        let emitted: Vec<DynamicObject> =
+            seen.on_event(Ok(Event::InitDone)).into_iter().map(|o| o.expect("object")).collect();
+        assert_eq!(emitted.len(), 1);
+        assert_eq!(emitted[0].name_any(), "velero");
+        let owner = &emitted[0].metadata.owner_references.as_ref().expect("owner kept")[0];
+        assert_eq!(owner.kind, "VeleroInstall", "the owner reference maps the trigger to the install");
+        assert!(list(&mut seen, &["other"]).is_empty(), "reported once");
+        assert_eq!(list(&mut seen, &["other", "velero"]), ["velero"], "re-created: new again");
     }
 
     #[test]

@@ -237,7 +237,12 @@ mod tests {
         let mut rest = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
         assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "reset closes the connection: {read:?}");
-        assert_eq!(proxy.connections(), 1);
+
+        let mut refused = TcpStream::connect(proxy.address()).await.expect("connect");
+        assert_eq!(round_trip(&mut refused, Duration::from_secs(5)).await, None, "reset: no answer");
+        proxy.set(Mode::Forward);
+        let mut again = TcpStream::connect(proxy.address()).await.expect("connect");
+        assert_eq!(round_trip(&mut again, Duration::from_secs(5)).await.as_deref(), Some(&b"ping"[..]));
     }
 
     #[tokio::test]

@@ -1,0 +1,246 @@
+//! Resilience against the real test API server, moto and the testkit fault proxy: a pass whose
+//! cloud never answers is cut at its deadline; an owned object deleted while the controller's
+//! watches were down is restored at once, not at the next resync; the API server refuses a
+//! resync interval out of bounds.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::{
+    Api, Client, Config, CustomResourceExt,
+    api::{DeleteParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::events::{Recorder, Reporter},
+};
+use mvo_core::Platform;
+use mvo_operator::{
+    controller,
+    crd::VeleroInstall,
+    reconcile::{self, Context},
+};
+use mvo_testkit::{
+    FaultProxy, InMemoryPlatform, ProxyMode,
+    env::{KubeEnv, S3Env, foreign_crds, install_crds},
+};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const INFRA: &str = "c1-res7x";
+const REGION: &str = "eu-west-1";
+
+async fn setup(env: &KubeEnv) -> (Client, String) {
+    let client = env.client().await.expect("client");
+    let mut crds = foreign_crds().expect("stand-in CRDs");
+    crds.push(VeleroInstall::crd());
+    install_crds(&client, crds).await.expect("CRDs");
+    let namespace = env.namespace(&client, "resilience").await.expect("namespace");
+    (client, namespace)
+}
+
+fn install(spec: Value) -> VeleroInstall {
+    serde_json::from_value(json!({
+        "apiVersion": "managed.openshift.io/v1alpha2", "kind": "VeleroInstall",
+        "metadata": {"name": "cluster"}, "spec": spec
+    }))
+    .expect("VeleroInstall")
+}
+
+fn context(client: &Client, platform: Arc<dyn Platform>) -> Context {
+    let recorder = Recorder::new(client.clone(), Reporter { controller: "test".into(), instance: None });
+    Context::new(client.clone(), platform, INFRA.into(), recorder)
+}
+
+async fn eventually(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < within {
+        if check().await {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} not seen within {within:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_whose_cloud_never_answers_is_cut_at_its_deadline() {
+    let env = KubeEnv::shared().expect("test API server (run `make testenv`)");
+    let (client, namespace) = setup(env).await;
+    let s3 = S3Env::shared().expect("moto (run `make testenv`)");
+    let upstream: SocketAddr = s3.endpoint().trim_start_matches("http://").parse().expect("moto address");
+    let proxy = FaultProxy::start(upstream).await.expect("proxy");
+    let credentials_dir = std::env::temp_dir().join(format!("mvo-res-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&credentials_dir).expect("dir");
+    std::fs::write(credentials_dir.join("aws_access_key_id"), "AKIAMVOTESTKEY").expect("key id");
+    std::fs::write(credentials_dir.join("aws_secret_access_key"), "secret").expect("secret");
+    let config = mvo_core::ProviderConfig {
+        platform: "AWS".into(),
+        region: Some(REGION.into()),
+        infrastructure_name: INFRA.into(),
+        credentials_dir: credentials_dir.clone(),
+        endpoint: Some(format!("http://{}", proxy.address())),
+        ..Default::default()
+    };
+    let aws: Arc<dyn Platform> = Arc::new(mvo_provider_aws::AwsPlatform::new(&config).expect("AWS platform"));
+    let mut ctx = context(&client, aws);
+    ctx.pass_deadline = Duration::from_secs(3);
+    let ctx = Arc::new(ctx);
+    let installs: Api<VeleroInstall> = Api::namespaced(client.clone(), &namespace);
+    installs.create(&PostParams::default(), &install(json!({}))).await.expect("create");
+
+    // The cloud accepts connections and never answers: without a deadline the pass hangs.
+    proxy.set(ProxyMode::Stall);
+    let vi = Arc::new(installs.get("cluster").await.expect("get"));
+    let started = tokio::time::Instant::now();
+    let outcome = tokio::time::timeout(Duration::from_secs(15), reconcile::reconcile(vi, ctx.clone()))
+        .await
+        .expect("the pass ends on its own");
+    let took = started.elapsed();
+    let err = outcome.expect_err("a pass that could not finish fails");
+    assert_eq!(err.category(), "ReconcileDeadline");
+    assert!(err.is_retryable(), "retried with backoff");
+    assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(8), "cut at the deadline: {took:?}");
+    let vi = installs.get("cluster").await.expect("get");
+    let ready = vi
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter())
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready condition");
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "ReconcileDeadline"));
+    assert!(ctx.health.live().is_ok(), "a cancelled pass is not left behind as stuck");
+
+    // The cloud comes back: the next pass succeeds with the same context.
+    proxy.set(ProxyMode::Forward);
+    let vi = Arc::new(installs.get("cluster").await.expect("get"));
+    reconcile::reconcile(vi, ctx).await.expect("the next pass succeeds");
+    std::fs::remove_dir_all(&credentials_dir).expect("cleanup");
+}
+
+/// A client of `env` whose connections go through `proxy`.
+async fn client_through(env: &KubeEnv, proxy: &FaultProxy) -> Client {
+    let mut kubeconfig = Kubeconfig::read_from(env.kubeconfig_path()).expect("kubeconfig");
+    for cluster in &mut kubeconfig.clusters {
+        if let Some(cluster) = cluster.cluster.as_mut() {
+            cluster.server = Some(format!("https://{}", proxy.address()));
+        }
+    }
+    let config =
+        Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("config");
+    Client::try_from(mvo_operator::health::with_deadlines(config)).expect("client")
+}
+
+/// Compacts etcd's history up to now through its JSON gateway, as a long-running cluster has
+/// done: a watch cannot resume from an old resourceVersion and must re-list.
+async fn compact_etcd(env: &KubeEnv) {
+    let pid = env.pids()[0];
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("API server command line");
+    let args: Vec<String> =
+        cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let etcd = args
+        .iter()
+        .position(|a| a == "--etcd-servers")
+        .and_then(|i| args.get(i + 1))
+        .expect("--etcd-servers")
+        .trim_start_matches("http://")
+        .to_owned();
+    let range = post(&etcd, "/v3/kv/range", &json!({"key": "AA=="})).await;
+    let revision = range["header"]["revision"].as_str().expect("revision").to_owned();
+    post(&etcd, "/v3/kv/compaction", &json!({"revision": revision, "physical": true})).await;
+}
+
+async fn post(address: &str, path: &str, body: &Value) -> Value {
+    let body = body.to_string();
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect etcd");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let json = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(json).unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owned_object_deleted_while_the_watches_were_down_is_restored_at_once() {
+    let mut env = KubeEnv::start().expect("test API server (run `make testenv`)");
+    let (client, namespace) = setup(&env).await;
+    let upstream: SocketAddr = env.server().trim_start_matches("https://").parse().expect("server address");
+    let proxy = FaultProxy::start(upstream).await.expect("proxy");
+    let platform = InMemoryPlatform::new(REGION);
+    let ctx = Arc::new(context(&client_through(&env, &proxy).await, Arc::new(platform.clone())));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = {
+        let namespace = namespace.clone();
+        tokio::spawn(async move {
+            controller::run(ctx, &namespace, async move {
+                let _ = stopped.await;
+            })
+            .await
+        })
+    };
+    let installs: Api<VeleroInstall> = Api::namespaced(client.clone(), &namespace);
+    installs.create(&PostParams::default(), &install(json!({}))).await.expect("create");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    eventually("Velero installed", Duration::from_secs(20), async || {
+        deployments.get_opt("velero").await.ok().flatten().is_some()
+    })
+    .await;
+    // The passes of the install are over within a few seconds; the next one is the requeue
+    // while waiting for Velero, 30 s +-10% after them.
+    let installed = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // The controller loses the API server (its connections hang); meanwhile the Deployment is
+    // deleted, etcd's history is compacted and the API server restarts. Whether the resumed watch
+    // replays the deletion or has to re-list (the unit test
+    // `an_object_missing_from_a_relist_triggers_its_owner` covers that path), the Deployment
+    // must come back long before the next scheduled pass.
+    proxy.set(ProxyMode::Stall);
+    deployments.delete("velero", &DeleteParams::default()).await.expect("delete");
+    compact_etcd(&env).await;
+    env.restart_apiserver().expect("restart");
+    let client = env.client().await.expect("client after restart");
+    let deployments: Api<Deployment> = Api::namespaced(client, &namespace);
+    eventually("API server back", Duration::from_secs(30), async || {
+        deployments.get_opt("velero").await.is_ok()
+    })
+    .await;
+    assert!(
+        deployments.get_opt("velero").await.expect("get").is_none(),
+        "deleted while the watches were down"
+    );
+    proxy.set(ProxyMode::Forward);
+
+    // No pass is due before the requeue ~27 s after the install: only the re-list can bring the
+    // Deployment back sooner.
+    let took = eventually("Deployment restored", Duration::from_secs(40), async || {
+        deployments.get_opt("velero").await.ok().flatten().is_some()
+    })
+    .await;
+    let since_install = installed.elapsed();
+    eprintln!("restored {took:?} after the watches came back, {since_install:?} after the install");
+    assert!(
+        since_install < Duration::from_secs(22),
+        "restored by a requeue, not the re-list: {since_install:?}"
+    );
+    assert_eq!(platform.cloud().bucket_names().len(), 1, "still one bucket");
+    let _ = stop.send(());
+    controller.await.expect("controller stops");
+}
+
+#[tokio::test]
+async fn the_api_server_refuses_a_resync_interval_out_of_bounds() {
+    let env = KubeEnv::shared().expect("test API server (run `make testenv`)");
+    let (client, namespace) = setup(env).await;
+    let installs: Api<VeleroInstall> = Api::namespaced(client, &namespace);
+    for huge in ["999999999999999999h", "25h", "30s", "1000000000h"] {
+        let err = installs
+            .create(&PostParams::default(), &install(json!({"resyncInterval": huge})))
+            .await
+            .expect_err(huge);
+        assert!(matches!(&err, kube::Error::Api(s) if s.code == 422), "{huge}: {err}");
+    }
+    installs.create(&PostParams::default(), &install(json!({"resyncInterval": "24h"}))).await.expect("24h");
+}
