@@ -58,6 +58,21 @@ pub enum Error {
         message: String,
     },
 
+    /// The cloud refused the request itself, and sending it again unchanged cannot succeed: a
+    /// malformed or invalid argument, a tag the cloud does not accept, a bucket that lives in
+    /// another region (S3's 301 `PermanentRedirect`). Retried only slowly (at the resync): a new
+    /// release, a changed spec or a human fixing the bucket must act first.
+    #[error("the cloud rejected {operation} ({code}): {message}")]
+    Rejected {
+        /// The cloud API operation that was refused, e.g. `s3:PutBucketTagging`.
+        operation: String,
+        /// The cloud's error code (`InvalidTag`, `MalformedXML`, `PermanentRedirect`, an HTTP
+        /// status when the cloud sent no code).
+        code: String,
+        /// The cloud's explanation.
+        message: String,
+    },
+
     /// The provider was given configuration it cannot work with (missing region, bad key name).
     #[error("invalid configuration: {message}")]
     InvalidConfig {
@@ -101,6 +116,7 @@ impl Error {
             | Error::AlreadyOwnedByOther { .. }
             | Error::PermissionDenied { .. }
             | Error::InvalidConfig { .. }
+            | Error::Rejected { .. }
             | Error::NotSupported { .. } => false,
         }
     }
@@ -115,6 +131,7 @@ impl Error {
             Error::Throttled { .. } => "Throttled",
             Error::Unavailable { .. } => "Unavailable",
             Error::InvalidConfig { .. } => "InvalidConfig",
+            Error::Rejected { .. } => "RequestRejected",
             Error::NotSupported { .. } => "NotSupported",
             Error::Provider { .. } => "ProviderError",
         }
@@ -147,6 +164,9 @@ impl Error {
             }
             Error::InvalidConfig { message } => Error::InvalidConfig { message: message.clone() },
             Error::NotFound { what } => Error::NotFound { what: what.clone() },
+            Error::Rejected { operation, code, message } => {
+                Error::Rejected { operation: operation.clone(), code: code.clone(), message: message.clone() }
+            }
             other => Error::Unauthenticated { message: other.to_string() },
         }
     }

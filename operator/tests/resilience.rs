@@ -244,3 +244,32 @@ async fn the_api_server_refuses_a_resync_interval_out_of_bounds() {
     }
     installs.create(&PostParams::default(), &install(json!({"resyncInterval": "24h"}))).await.expect("24h");
 }
+
+#[tokio::test]
+async fn a_lasting_failure_is_reported_once_per_reason_and_retried_slowly() {
+    let env = KubeEnv::shared().expect("test API server (run `make testenv`)");
+    let (client, namespace) = setup(env).await;
+    let platform = InMemoryPlatform::new(REGION);
+    let ctx = Arc::new(context(&client, Arc::new(platform.clone())));
+    let installs: Api<VeleroInstall> = Api::namespaced(client.clone(), &namespace);
+    installs.create(&PostParams::default(), &install(json!({}))).await.expect("create");
+    for _ in 0..3 {
+        platform.cloud().inject(mvo_testkit::Fault::PermissionDenied);
+        let vi = Arc::new(installs.get("cluster").await.expect("get"));
+        let err = reconcile::reconcile(vi.clone(), ctx.clone()).await.expect_err("refused");
+        assert!(!err.is_retryable());
+        let action = reconcile::error_policy(vi, &err, ctx.clone());
+        assert_eq!(
+            action,
+            kube::runtime::controller::Action::requeue(Duration::from_secs(3600)),
+            "retried at the resync, neither in the fast backoff nor never"
+        );
+    }
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &namespace);
+    let warnings = events.list(&Default::default()).await.expect("events").items;
+    let denied: Vec<_> =
+        warnings.iter().filter(|e| e.reason.as_deref() == Some("PermissionDenied")).collect();
+    assert_eq!(denied.len(), 1, "one event for three passes failing the same way: {warnings:?}");
+    let repeats = denied[0].series.as_ref().and_then(|s| s.count).or(denied[0].count).unwrap_or(1);
+    assert_eq!(repeats, 1, "not even a series of repeats: {:?}", denied[0]);
+}

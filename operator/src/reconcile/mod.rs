@@ -372,10 +372,19 @@ async fn report_failure(ctx: &Context, vi: &VeleroInstall, err: &Error) {
         Report::fail(err.condition(), err.category(), message.clone()),
         Report::fail(conditions::READY, err.category(), message.clone()),
     ];
+    // One Warning event per change of reason, not one per failed pass: a failure that lasts
+    // (a refused request retried at every resync) would otherwise flood the namespace.
+    let already_reported = vi
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter())
+        .any(|c| c.type_ == err.condition() && c.status == "False" && c.reason == err.category());
     if let Err(status_err) = write_status(ctx, vi, |status| status.conditions = merge(vi, &reports)).await {
         warn!(error = %error_chain(&status_err), "could not record the failure in status");
     }
-    publish(ctx, vi, EventType::Warning, err.category(), "Reconcile", message).await;
+    if !already_reported {
+        publish(ctx, vi, EventType::Warning, err.category(), "Reconcile", message).await;
+    }
 }
 
 async fn publish(

@@ -4,7 +4,9 @@
 //! as a value first) and never matches on SDK error types, so the classification rules live here:
 //! AccessDenied/403 -> `PermissionDenied`, NoSuchBucket/404 -> `NotFound`, throttling and 503 ->
 //! `Throttled`, other 5xx, timeouts and dispatch failures -> `Unavailable`, rejected credentials ->
-//! `Unauthenticated`, BucketAlreadyExists -> `AlreadyOwnedByOther`, the rest -> `Provider`.
+//! `Unauthenticated`, BucketAlreadyExists -> `AlreadyOwnedByOther`, requests S3 refuses as such
+//! (invalid argument or tag, malformed body, a bucket in another region, any other 4xx) ->
+//! `Rejected`, the rest -> `Provider`.
 
 use aws_sdk_s3::{
     config::http::HttpResponse,
@@ -36,6 +38,28 @@ const DENIED_CODES: &[&str] = &["AccessDenied", "AccessDeniedException", "AllAcc
 
 /// Error codes of transient server-side trouble that is not throttling.
 const UNAVAILABLE_CODES: &[&str] = &["InternalError", "ServiceUnavailable", "RequestTimeout"];
+
+/// Error codes of a request that is wrong in itself: sending it again cannot succeed.
+const REJECTED_CODES: &[&str] = &[
+    "InvalidArgument",
+    "InvalidRequest",
+    "MalformedXML",
+    "InvalidTag",
+    "BadRequest",
+    "PermanentRedirect",
+    "AuthorizationHeaderMalformed",
+    "IllegalLocationConstraintException",
+    "InvalidLocationConstraint",
+    "InvalidBucketName",
+    "InvalidEncryptionAlgorithmError",
+    "KMS.NotFoundException",
+    "KMS.DisabledException",
+    "MalformedPolicy",
+    "EntityTooLarge",
+];
+
+/// Error codes of a 4xx that is transient (a conflicting operation on the bucket is running).
+const CONFLICT_CODES: &[&str] = &["OperationAborted", "RequestTimeTooSkewed"];
 
 /// What a failed call is about, for messages and the `PermissionDenied` operation.
 #[derive(Debug, Clone, Copy)]
@@ -134,10 +158,18 @@ fn classify(code: &str, status: u16, call: Call<'_>, message: String) -> Option<
     } else if has(THROTTLING_CODES) || status == 429 || status == 503 {
         // S3 signals "back off" with 503 SlowDown; any 503 is treated the same way.
         Error::Throttled { message }
-    } else if has(UNAVAILABLE_CODES) || status >= 500 {
+    } else if has(UNAVAILABLE_CODES) || status >= 500 || has(CONFLICT_CODES) {
         Error::Unavailable { message }
     } else if status == 403 {
         Error::PermissionDenied { operation: call.action.to_owned(), message }
+    } else if has(REJECTED_CODES) || matches!(status, 301 | 307 | 400..=499) {
+        let code = if code.is_empty() { status.to_string() } else { code.to_owned() };
+        let message = if matches!(status, 301 | 307) || code == "PermanentRedirect" {
+            format!("{message} (the bucket is in another region than the cluster)")
+        } else {
+            message
+        };
+        Error::Rejected { operation: call.action.to_owned(), code, message }
     } else {
         return None;
     })
@@ -174,7 +206,18 @@ mod tests {
         assert_eq!(class("SignatureDoesNotMatch", 403), Some("Unauthenticated"));
         assert_eq!(class("ExpiredToken", 400), Some("Unauthenticated"));
         assert_eq!(class("BucketAlreadyExists", 409), Some("AlreadyOwnedByOther"));
-        assert_eq!(class("MalformedXML", 400), None);
+        assert_eq!(class("MalformedXML", 400), Some("RequestRejected"));
+        assert_eq!(class("InvalidArgument", 400), Some("RequestRejected"));
+        assert_eq!(class("InvalidTag", 400), Some("RequestRejected"));
+        assert_eq!(class("BadRequest", 400), Some("RequestRejected"));
+        assert_eq!(class("PermanentRedirect", 301), Some("RequestRejected"));
+        assert_eq!(class("", 301), Some("RequestRejected"));
+        assert_eq!(class("", 400), Some("RequestRejected"));
+        assert_eq!(class("OperationAborted", 409), Some("Unavailable"), "a conflicting operation passes");
+        assert_eq!(class("", 302), None);
+        let err = classify("PermanentRedirect", 301, Call::on("s3:GetBucketTagging", "b"), "m".into());
+        assert!(!err.as_ref().is_some_and(Error::is_retryable), "not retried fast");
+        assert!(err.expect("classified").to_string().contains("another region"));
     }
 
     #[test]

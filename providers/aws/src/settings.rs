@@ -151,10 +151,17 @@ pub(crate) fn tags_from(tags: &[Tag]) -> Tags {
     tags.iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect()
 }
 
-/// A tagging body of `tags`.
+/// Whether S3 reserves `key` for itself (`aws:cloudformation:…`): it shows such tags in
+/// GetBucketTagging and refuses them in PutBucketTagging (`InvalidTag`), so they are never sent.
+pub(crate) fn is_system_tag(key: &str) -> bool {
+    key.get(..4).is_some_and(|prefix| prefix.eq_ignore_ascii_case("aws:"))
+}
+
+/// A tagging body of `tags`, without the system tags S3 keeps by itself.
 pub(crate) fn tags_to(tags: &Tags) -> Result<Tagging, Error> {
     let tag_set = tags
         .iter()
+        .filter(|(k, _)| !is_system_tag(k))
         .map(|(k, v)| Tag::builder().key(k).value(v).build().map_err(build_error))
         .collect::<Result<Vec<_>, _>>()?;
     Tagging::builder().set_tag_set(Some(tag_set)).build().map_err(build_error)
@@ -221,5 +228,19 @@ mod tests {
     fn unset_public_access_flags_are_false() {
         assert_eq!(public_access_from(None), PublicAccessBlock::default());
         assert!(public_access_from(Some(&public_access_all_blocked())).is_fully_blocked());
+    }
+
+    #[test]
+    fn system_tags_are_never_written_back() {
+        let tags: Tags = [
+            ("aws:cloudformation:stack-name".to_owned(), "s".to_owned()),
+            ("AWS:Other".to_owned(), "x".to_owned()),
+            ("team".to_owned(), "backup".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        let sent = tags_to(&tags).expect("tagging");
+        let keys: Vec<&str> = sent.tag_set().iter().map(|t| t.key()).collect();
+        assert_eq!(keys, ["team"]);
     }
 }

@@ -96,6 +96,11 @@ fn classify_code(code: Code, call: Call<'_>, message: String) -> Option<Error> {
         Code::PermissionDenied => Error::PermissionDenied { operation: call.permission.to_owned(), message },
         Code::NotFound => not_found(call, message),
         Code::ResourceExhausted => Error::Throttled { message },
+        // The request is wrong in itself (an invalid label, a malformed field): sending it again
+        // cannot succeed, so it is retried only at the resync.
+        Code::InvalidArgument | Code::OutOfRange => {
+            Error::Rejected { operation: call.permission.to_owned(), code: code.name().to_owned(), message }
+        }
         Code::Unauthenticated => Error::Unauthenticated { message },
         // 412: the metageneration precondition failed; someone changed the bucket between our
         // read and our write. Retrying re-reads and recomputes the drift.
@@ -112,6 +117,7 @@ fn classify_code(code: Code, call: Call<'_>, message: String) -> Option<Error> {
 /// The variant for an HTTP status without a gRPC status; `None` for "anything else".
 fn classify_http(http: u16, call: Call<'_>, message: String) -> Option<Error> {
     Some(match http {
+        400 => Error::Rejected { operation: call.permission.to_owned(), code: "400".into(), message },
         401 => Error::Unauthenticated { message },
         403 => Error::PermissionDenied { operation: call.permission.to_owned(), message },
         404 => not_found(call, message),
@@ -153,7 +159,8 @@ mod tests {
         assert_eq!(class(Code::Internal), "Unavailable");
         assert_eq!(class(Code::Unauthenticated), "Unauthenticated");
         assert_eq!(class(Code::FailedPrecondition), "Unavailable");
-        assert_eq!(class(Code::InvalidArgument), "ProviderError");
+        assert_eq!(class(Code::InvalidArgument), "RequestRejected");
+        assert_eq!(class(Code::OutOfRange), "RequestRejected");
         assert_eq!(class(Code::AlreadyExists), "ProviderError");
     }
 
@@ -176,7 +183,7 @@ mod tests {
         assert_eq!(http(412), "Unavailable");
         assert_eq!(http(429), "Throttled");
         assert_eq!(http(503), "Unavailable");
-        assert_eq!(http(400), "ProviderError");
+        assert_eq!(http(400), "RequestRejected");
     }
 
     #[test]
