@@ -273,3 +273,67 @@ async fn a_lasting_failure_is_reported_once_per_reason_and_retried_slowly() {
     let repeats = denied[0].series.as_ref().and_then(|s| s.count).or(denied[0].count).unwrap_or(1);
     assert_eq!(repeats, 1, "not even a series of repeats: {:?}", denied[0]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_reaches_the_cloud_through_the_cluster_proxy() {
+    use kube::api::{Patch, PatchParams};
+    use mvo_operator::infrastructure::Infrastructure;
+
+    let env = KubeEnv::start().expect("test API server (run `make testenv`)");
+    let s3 = S3Env::shared().expect("moto (run `make testenv`)");
+    let client = env.client().await.expect("client");
+    let mut crds = foreign_crds().expect("stand-in CRDs");
+    crds.push(VeleroInstall::crd());
+    install_crds(&client, crds).await.expect("CRDs");
+    let params = PatchParams::apply("proxy-test").force();
+    let infra: Api<Infrastructure> = Api::all(client.clone());
+    let object = json!({"apiVersion": "config.openshift.io/v1", "kind": "Infrastructure", "metadata": {"name": "cluster"}, "spec": {}});
+    infra.patch("cluster", &params, &Patch::Apply(&object)).await.expect("Infrastructure");
+    let status = json!({"apiVersion": "config.openshift.io/v1", "kind": "Infrastructure",
+        "status": {"infrastructureName": "proxied", "platformStatus": {"type": "AWS", "aws": {"region": REGION}}}});
+    infra.patch_status("cluster", &params, &Patch::Apply(&status)).await.expect("status");
+    let credentials = std::env::temp_dir().join(format!("mvo-proxy-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&credentials).expect("dir");
+    std::fs::write(credentials.join("aws_access_key_id"), "AKIAMVOTESTKEY").expect("key id");
+    std::fs::write(credentials.join("aws_secret_access_key"), "secret").expect("secret");
+
+    // The cluster-wide proxy, as OpenShift injects it: the cloud only through the proxy, the API
+    // server (in NO_PROXY, as the cluster network is) directly.
+    let proxy = FaultProxy::start_connect().await.expect("proxy");
+    let proxy_url = format!("http://{}", proxy.address());
+    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_managed-velero-operator"))
+        .args(["run", "--leader-election", "false", "--metrics-addr", "127.0.0.1:0"])
+        .env("KUBECONFIG", env.kubeconfig_path())
+        .env("WATCH_NAMESPACE", "openshift-velero")
+        // moto by name, so that NO_PROXY can tell it from the API server (127.0.0.1).
+        .env("MVO_CLOUD_ENDPOINT", s3.endpoint().replace("127.0.0.1", "localhost"))
+        .env("MVO_CREDENTIALS_DIR", &credentials)
+        .env("HTTP_PROXY", &proxy_url)
+        .env("NO_PROXY", "127.0.0.1,kubernetes.default.svc")
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .env_remove("no_proxy")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(credentials.join("operator.log")).expect("log"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("operator starts");
+    let installs: Api<VeleroInstall> = Api::namespaced(client.clone(), "openshift-velero");
+    let vi = json!({"apiVersion": "managed.openshift.io/v1alpha2", "kind": "VeleroInstall", "metadata": {"name": "cluster"}, "spec": {}});
+    installs.patch("cluster", &params, &Patch::Apply(&vi)).await.expect("VeleroInstall");
+    let mut provisioned = false;
+    for _ in 0..300 {
+        let vi = installs.get("cluster").await.expect("get");
+        if vi.status.and_then(|s| s.storage_bucket).is_some_and(|b| b.provisioned) {
+            provisioned = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = std::fs::read_to_string(credentials.join("operator.log")).unwrap_or_default();
+    assert!(provisioned, "bucket provisioned through the proxy; operator log:\n{log}");
+    assert!(proxy.connections() > 0, "the cloud calls went through the proxy");
+    let _ = operator.start_kill();
+    let _ = operator.wait().await;
+    std::fs::remove_dir_all(&credentials).expect("cleanup");
+}

@@ -2,9 +2,10 @@
 //! server, moto) to make the network misbehave the way it does in production: a peer that stops
 //! answering (half-open connection, hung renewal), connections reset mid-call, refused connects.
 //!
-//! The proxy forwards bytes, it does not parse them, so it works under TLS. It can also answer
-//! HTTP `CONNECT host:port` itself ([`FaultProxy::start_connect`]): then it is an HTTPS proxy
-//! (what `HTTPS_PROXY` names) and it counts the tunnels it opened.
+//! The proxy forwards bytes, it does not parse them, so it works under TLS. It can also be a
+//! forward proxy itself ([`FaultProxy::start_connect`]): it answers HTTP `CONNECT host:port`
+//! (what a client does for `HTTPS_PROXY`) and passes absolute-form requests (`HTTP_PROXY`) on to
+//! the origin they name, counting the connections it carried.
 
 use std::{
     io,
@@ -39,7 +40,7 @@ pub enum Mode {
 enum Upstream {
     /// Always to this address.
     Fixed(SocketAddr),
-    /// To the `host:port` of the client's HTTP `CONNECT` request.
+    /// To the `host:port` of the client's `CONNECT` or absolute-form request.
     Connect,
 }
 
@@ -60,8 +61,9 @@ impl FaultProxy {
         Self::spawn(Upstream::Fixed(upstream)).await
     }
 
-    /// Starts an HTTP `CONNECT` proxy on a random 127.0.0.1 port: each connection names its
-    /// upstream in a `CONNECT host:port HTTP/1.1` request, then carries opaque bytes (TLS).
+    /// Starts a forward proxy on a random 127.0.0.1 port: each connection names its upstream in
+    /// a `CONNECT host:port HTTP/1.1` request, then carries opaque bytes (TLS), or in an
+    /// absolute-form request (`GET http://host:port/…`), which is passed on with what follows.
     ///
     /// Errors: binding the listener failed.
     pub async fn start_connect() -> io::Result<FaultProxy> {
@@ -126,22 +128,26 @@ async fn serve(mut client: TcpStream, upstream: Upstream, mut mode: watch::Recei
     if !passable(&mut mode).await {
         return;
     }
-    let target = match upstream {
-        Upstream::Fixed(address) => address.to_string(),
-        Upstream::Connect => match read_connect(&mut client).await {
-            Some(target) => target,
+    let (target, head) = match upstream {
+        Upstream::Fixed(address) => (address.to_string(), None),
+        Upstream::Connect => match read_proxy_request(&mut client).await {
+            Some(request) => request,
             None => return,
         },
     };
-    let Ok(server) = TcpStream::connect(&target).await else {
+    let Ok(mut server) = TcpStream::connect(&target).await else {
         if matches!(upstream, Upstream::Connect) {
             let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n").await;
         }
         return;
     };
-    if matches!(upstream, Upstream::Connect)
-        && client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.is_err()
-    {
+    let answered = match (upstream, head) {
+        (Upstream::Fixed(_), _) => Ok(()),
+        // A forward-proxy request: the origin gets it as sent (absolute-form is valid HTTP/1.1).
+        (Upstream::Connect, Some(head)) => server.write_all(&head).await,
+        (Upstream::Connect, None) => client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await,
+    };
+    if answered.is_err() {
         return;
     }
     let (client_read, client_write) = client.into_split();
@@ -173,8 +179,10 @@ async fn pump(
     }
 }
 
-/// Reads an HTTP `CONNECT host:port` request head; the target, or `None` if it is not one.
-async fn read_connect(client: &mut TcpStream) -> Option<String> {
+/// Reads a proxy request head: `CONNECT host:port` gives the target and no head to forward;
+/// an absolute-form request (`GET http://host:port/path`) gives its authority and the head
+/// itself, to send on. `None` for anything else.
+async fn read_proxy_request(client: &mut TcpStream) -> Option<(String, Option<Vec<u8>>)> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -183,9 +191,15 @@ async fn read_connect(client: &mut TcpStream) -> Option<String> {
         }
         head.extend_from_slice(&byte);
     }
-    let head = String::from_utf8_lossy(&head);
-    let mut words = head.split_whitespace();
-    (words.next() == Some("CONNECT")).then(|| words.next().map(str::to_owned)).flatten()
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let mut words = text.split_whitespace();
+    let (method, target) = (words.next()?, words.next()?);
+    if method == "CONNECT" {
+        return Some((target.to_owned(), None));
+    }
+    let authority = target.strip_prefix("http://")?.split('/').next()?.to_owned();
+    let authority = if authority.contains(':') { authority } else { format!("{authority}:80") };
+    Some((authority, Some(head)))
 }
 
 #[cfg(test)]

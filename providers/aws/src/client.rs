@@ -8,7 +8,7 @@ use aws_sdk_s3::config::{
     BehaviorVersion, IdentityCache, Region, SharedHttpClient, SharedInterceptor, retry::RetryConfig,
     timeout::TimeoutConfig,
 };
-use aws_smithy_http_client::tls;
+use aws_smithy_http_client::{proxy::ProxyConfig, tls};
 use mvo_core::CredentialSource;
 
 use crate::{
@@ -31,12 +31,38 @@ pub(crate) struct ClientSettings {
     pub interceptors: Vec<SharedInterceptor>,
 }
 
+/// Where OpenShift mounts the cluster's trusted CA bundle (the `trusted-ca-bundle` ConfigMap
+/// with `config.openshift.io/inject-trusted-cabundle`); overridden by `MVO_TRUSTED_CA_BUNDLE`.
+const TRUSTED_CA_BUNDLE: &str = "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem";
+
+/// The system roots plus the cluster's trusted CA bundle when one is mounted: a cluster behind a
+/// TLS-intercepting proxy trusts the proxy's CA through that bundle.
+fn trust_store() -> tls::TrustStore {
+    let path = std::env::var("MVO_TRUSTED_CA_BUNDLE").unwrap_or_else(|_| TRUSTED_CA_BUNDLE.to_owned());
+    let store = tls::TrustStore::default().with_native_roots(true);
+    match std::fs::read(&path) {
+        Ok(pem) if !pem.is_empty() => store.with_pem_certificate(pem),
+        _ => store,
+    }
+}
+
 /// HTTPS with rustls on ring: kube already links ring, and a second rustls crypto provider
-/// (aws-lc-rs, the SDK default) in the same binary makes rustls panic.
+/// (aws-lc-rs, the SDK default) in the same binary makes rustls panic. Requests go through the
+/// cluster-wide proxy when `HTTPS_PROXY`/`HTTP_PROXY` are set (OpenShift injects them, with
+/// `NO_PROXY`), and trust the cluster's CA bundle.
 fn https_client() -> SharedHttpClient {
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
-        .build_https()
+    let context = tls::TlsContext::builder().with_trust_store(trust_store()).build().unwrap_or_default();
+    aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, components| {
+        let mut builder = aws_smithy_http_client::Connector::builder()
+            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+            .tls_context(context.clone())
+            .proxy_config(ProxyConfig::from_env());
+        builder.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            builder.set_sleep_impl(components.sleep_impl());
+        }
+        builder.build()
+    })
 }
 
 fn timeouts() -> TimeoutConfig {

@@ -8,7 +8,10 @@
 use std::sync::{Arc, Once};
 
 use google_cloud_auth::credentials::Credentials;
-use google_cloud_gax::{error::Error as GaxError, retry_policy::NeverRetry};
+use google_cloud_gax::{
+    error::Error as GaxError,
+    retry_policy::{NeverRetry, RetryPolicyExt},
+};
 use google_cloud_storage::client::StorageControl;
 use mvo_core::Error;
 use tokio::sync::OnceCell;
@@ -24,6 +27,9 @@ pub fn install_crypto_provider() {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
 }
+
+/// Longest a single GCS call may take (as the AWS provider's attempt timeout).
+const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The real client's settings, kept until the first call builds it.
 #[derive(Debug)]
@@ -60,7 +66,9 @@ impl LazyClient {
             .with_credentials(self.credentials.clone())
             // The operator retries with per-object backoff and reports the last error in a
             // condition; SDK retries on top would hide faults and make call counts unpredictable.
-            .with_retry_policy(NeverRetry);
+            // The time limit is also each attempt's deadline: a call that never answers fails
+            // as Unavailable instead of stalling the reconcile.
+            .with_retry_policy(NeverRetry.with_time_limit(ATTEMPT_TIMEOUT));
         if let Some(endpoint) = &self.endpoint {
             builder = builder.with_endpoint(endpoint);
         }
