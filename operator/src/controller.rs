@@ -264,7 +264,7 @@ mod tests {
     #[test]
     fn an_object_missing_from_a_relist_triggers_its_owner() {
         let mut seen = Seen::default();
-        let mut list = |seen: &mut Seen, objects: &[&str]| {
+        let list = |seen: &mut Seen, objects: &[&str]| {
             let mut emitted = names(seen.on_event(Ok(Event::Init)));
             for name in objects {
                 emitted.extend(names(seen.on_event(Ok(Event::InitApply(owned(name))))));
