@@ -384,3 +384,31 @@ async fn a_bucket_in_our_project_we_cannot_read_is_permission_denied_not_someone
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn our_labels_on_a_bucket_of_another_project_do_not_make_it_ours() {
+    let f = Fixture::new();
+    let spec = f.spec();
+    // Another project's bucket carrying exactly our labels, on which our project was granted
+    // bucket-level admin: readable and writable by us, but not ours.
+    let mut theirs = labelled(&spec.name, REGION, &spec.owner);
+    theirs.lifecycle = None;
+    f.plane.insert("someone-else", theirs);
+    assert!(f.plane.share(&spec.name, PROJECT));
+    let err = f.platform.object_store().ensure_bucket(&spec).await.expect_err("not in our project");
+    assert!(matches!(&err, Error::AlreadyOwnedByOther { bucket } if *bucket == spec.name), "{err}");
+    assert!(f.updates().is_empty(), "updated another project's bucket: {:?}", f.updates());
+    assert_eq!(f.plane.bucket(&spec.name).map(|b| b.metageneration), Some(1));
+}
+
+#[tokio::test]
+async fn our_project_is_learned_once_and_the_steady_check_stays_one_read() {
+    let f = Fixture::new();
+    let spec = f.spec();
+    f.plane.insert(PROJECT, labelled(&spec.name, REGION, &spec.owner));
+    let store = f.platform.object_store();
+    store.ensure_bucket(&spec).await.expect("ours: our project, our labels");
+    f.plane.clear_received();
+    store.ensure_bucket(&spec).await.expect("steady");
+    assert_eq!(f.plane.received(), vec![Received::GetBucket { bucket: spec.name.clone() }]);
+}
