@@ -746,7 +746,15 @@ async fn an_unmarked_bucket_named_in_the_spec_needs_an_explicit_opt_in() {
     let adopted = f.cloud().bucket(&theirs).expect("bucket");
     assert!(mvo_core::Owner::new(INFRA).owns_tags(&adopted.tags), "{:?}", adopted.tags);
     assert_eq!(adopted.tags.get("team").map(String::as_str), Some("storage"));
-    assert_eq!(f.buckets(), [theirs]);
+    assert_eq!(f.buckets(), [theirs.clone()]);
+    assert!(expiry_days(&f, &theirs).is_empty(), "an adopted bucket got an expiry rule nobody asked for");
+
+    let retention = json!({"spec": {"storageBucket": {"name": theirs, "adoptUnmarkedBucket": true}, "backupRetentionDays": 45}});
+    f.installs().patch("cluster", &PatchParams::default(), &Patch::Merge(&retention)).await.expect("ask");
+    f.reconcile("cluster").await.expect("expiry asked for");
+    assert_eq!(expiry_days(&f, &theirs), [45]);
+    let recorded = f.get("cluster").await.status.and_then(|s| s.managed_bucket).expect("record");
+    assert!(recorded.adopted_unmarked, "adoption is remembered once the owner marks are written");
 }
 
 #[tokio::test]
@@ -794,4 +802,57 @@ async fn a_repeated_event_reason_carries_the_new_facts() {
         events_of(&f).await.into_iter().filter(|(_, r, _)| r == "BucketCreated").map(|(_, _, m)| m).collect();
     assert!(created.iter().any(|m| m.contains(&second)), "the new bucket is in no event: {created:?}");
     assert!(created.iter().any(|m| m.contains(&first)), "the first bucket's event is kept: {created:?}");
+}
+
+fn expiry_days(f: &Fixture, bucket: &str) -> Vec<u32> {
+    f.cloud()
+        .bucket(bucket)
+        .expect("bucket")
+        .lifecycle
+        .iter()
+        .filter_map(|r| match r.action {
+            mvo_core::LifecycleAction::Expire { days } if r.prefix == "backups/" => Some(days),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn lowering_retention_below_the_longest_schedule_ttl_is_refused() {
+    let f = Fixture::new().await;
+    f.create("cluster", json!({"backupRetentionDays": 120})).await;
+    f.reconcile("cluster").await.expect("install");
+    let name = bucket_of(&f.get("cluster").await).0.expect("bucket");
+    assert_eq!(expiry_days(&f, &name), [120]);
+    let recorded = f.get("cluster").await.status.and_then(|s| s.managed_bucket).expect("record");
+    assert_eq!((recorded.name.as_str(), recorded.backup_expiry_days), (name.as_str(), Some(120)));
+    f.make_velero_ready().await;
+    let schedules =
+        f.api(&ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("velero.io", "v1", "Schedule")));
+    // No ttl: Velero keeps its backups 720h. The quarterly one keeps them 90 days.
+    for (name, template) in [("daily", json!({})), ("quarterly", json!({"ttl": "2160h0m0s"}))] {
+        let schedule = json!({"apiVersion": "velero.io/v1", "kind": "Schedule", "metadata": {"name": name},
+                              "spec": {"schedule": "0 1 * * *", "template": template}});
+        schedules
+            .patch(name, &PatchParams::apply("admin").force(), &Patch::Apply(&schedule))
+            .await
+            .expect("schedule");
+    }
+    let lower = |days: u32| json!({"spec": {"backupRetentionDays": days}});
+    f.installs().patch("cluster", &PatchParams::default(), &Patch::Merge(&lower(60))).await.expect("lower");
+    f.reconcile("cluster").await.expect("a condition, not an error");
+    assert_eq!(expiry_days(&f, &name), [120], "the rule was lowered under Velero's retention");
+    let (status, reason, message) = f.condition("cluster", "BucketReady").await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "RetentionBelowBackupTTL"));
+    assert!(message.contains("quarterly") && message.contains("backupRetentionDays=60"), "{message}");
+    let recorded = f.get("cluster").await.status.and_then(|s| s.managed_bucket).expect("record");
+    assert_eq!(recorded.backup_expiry_days, Some(120), "the record keeps what is on the bucket");
+    assert!(events_of(&f).await.iter().any(|(t, r, _)| t == "Warning" && r == "RetentionBelowBackupTTL"));
+
+    // Equal to the longest TTL: applied, with a warning.
+    f.installs().patch("cluster", &PatchParams::default(), &Patch::Merge(&lower(90))).await.expect("90");
+    f.reconcile("cluster").await.expect("equal is allowed");
+    assert_eq!(expiry_days(&f, &name), [90]);
+    assert_eq!(f.condition("cluster", "BucketReady").await.0, "True");
+    assert!(events_of(&f).await.iter().any(|(t, r, _)| t == "Warning" && r == "RetentionEqualsBackupTTL"));
 }
