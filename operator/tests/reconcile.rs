@@ -746,7 +746,7 @@ async fn an_unmarked_bucket_named_in_the_spec_needs_an_explicit_opt_in() {
     let adopted = f.cloud().bucket(&theirs).expect("bucket");
     assert!(mvo_core::Owner::new(INFRA).owns_tags(&adopted.tags), "{:?}", adopted.tags);
     assert_eq!(adopted.tags.get("team").map(String::as_str), Some("storage"));
-    assert_eq!(f.buckets(), [theirs.clone()]);
+    assert_eq!(f.buckets(), std::slice::from_ref(&theirs));
     assert!(expiry_days(&f, &theirs).is_empty(), "an adopted bucket got an expiry rule nobody asked for");
 
     let retention = json!({"spec": {"storageBucket": {"name": theirs, "adoptUnmarkedBucket": true}, "backupRetentionDays": 45}});
@@ -778,7 +778,7 @@ async fn a_stale_status_snapshot_never_overwrites_the_persisted_bucket_name() {
 
     f.reconcile("cluster").await.expect("next pass");
     let ours: Vec<String> = f.buckets().into_iter().filter(|b| b != taken).collect();
-    assert_eq!(ours, [persisted.clone()], "exactly one bucket of ours");
+    assert_eq!(ours, std::slice::from_ref(&persisted), "exactly one bucket of ours");
     assert_eq!(bucket_of(&f.get("cluster").await), (Some(persisted), true, true));
 }
 

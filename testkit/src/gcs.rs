@@ -400,7 +400,10 @@ impl GcsControlPlane {
     /// does not exist.
     pub fn share(&self, bucket: &str, project: &str) -> bool {
         match self.lock().buckets.get_mut(bucket) {
-            Some(stored) => stored.shared_with.insert(project.to_owned()) || true,
+            Some(stored) => {
+                stored.shared_with.insert(project.to_owned());
+                true
+            }
             None => false,
         }
     }

@@ -19,14 +19,17 @@ use kube::{
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
 
+/// (type, reason, action, regarding namespace, name, uid).
 type Key = (String, String, String, Option<String>, Option<String>, Option<String>);
+/// Per key: the note last published and the recorder aggregating its repeats.
+type Latest = HashMap<Key, (Option<String>, Recorder)>;
 
 /// Publishes events; shared by every reconcile of one controller.
 #[derive(Clone)]
 pub struct Events {
     client: Client,
     reporter: Reporter,
-    latest: Arc<Mutex<HashMap<Key, (Option<String>, Recorder)>>>,
+    latest: Arc<Mutex<Latest>>,
 }
 
 impl std::fmt::Debug for Events {
@@ -41,7 +44,7 @@ impl Events {
         Events { client, reporter, latest: Arc::default() }
     }
 
-    fn latest(&self) -> MutexGuard<'_, HashMap<Key, (Option<String>, Recorder)>> {
+    fn latest(&self) -> MutexGuard<'_, Latest> {
         self.latest.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
