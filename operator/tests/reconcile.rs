@@ -856,3 +856,24 @@ async fn lowering_retention_below_the_longest_schedule_ttl_is_refused() {
     assert_eq!(f.condition("cluster", "BucketReady").await.0, "True");
     assert!(events_of(&f).await.iter().any(|(t, r, _)| t == "Warning" && r == "RetentionEqualsBackupTTL"));
 }
+
+#[tokio::test]
+async fn a_pass_working_from_a_stale_snapshot_cannot_record_a_second_name() {
+    let f = Fixture::new().await;
+    f.create("cluster", json!({})).await;
+    let stale = f.get("cluster").await;
+    // A first pass records its name, then fails before the bucket exists.
+    f.cloud().inject_at("CreateBucket", Fault::Unavailable);
+    f.reconcile("cluster").await.expect_err("creation fails");
+    let first = bucket_of(&f.get("cluster").await).0.expect("name persisted");
+
+    // A concurrent pass that read the object before that write picks its own name: the
+    // resourceVersion precondition refuses it, and it creates nothing.
+    let err = reconcile::reconcile(Arc::new(stale), f.ctx.clone()).await.expect_err("stale pass");
+    assert_eq!(err.category(), "UpdateStatusFailed", "{err}");
+    assert!(f.buckets().is_empty(), "the stale pass created a bucket: {:?}", f.buckets());
+    assert_eq!(bucket_of(&f.get("cluster").await).0.as_deref(), Some(first.as_str()));
+
+    f.reconcile("cluster").await.expect("next pass");
+    assert_eq!(f.buckets(), std::slice::from_ref(&first), "exactly one bucket, the recorded one");
+}
