@@ -26,7 +26,7 @@ use crate::{
 /// What a CreateBucket came to.
 enum Created {
     /// The bucket was created, as GCS returned it.
-    Bucket(Bucket),
+    Bucket(Box<Bucket>),
     /// The name may exist (FAILED_PRECONDITION over gRPC, 409); if it does not, the create was
     /// refused with this error.
     MaybeTaken(Error),
@@ -132,7 +132,7 @@ impl GcsStore {
         let bucket = settings::new_bucket(spec, &self.project);
         let call = Call::on(iam::CREATE, &spec.name).setting_key(spec_key(spec));
         match self.control.create_bucket(&spec.name, bucket).await {
-            Ok(created) => Ok(Created::Bucket(created)),
+            Ok(created) => Ok(Created::Bucket(Box::new(created))),
             Err(err) if errors::is_create_conflict(&err) => {
                 Ok(Created::MaybeTaken(errors::refused(&err, call)))
             }
