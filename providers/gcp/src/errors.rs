@@ -15,7 +15,8 @@
 //!
 //! CreateBucket is special ([`is_create_conflict`]): over gRPC a taken name is
 //! FAILED_PRECONDITION (ALREADY_EXISTS/409 over HTTP), and so is an organisation-policy refusal.
-//! The store re-reads the name to tell them apart and reports a refusal with [`refused`].
+//! The store re-reads the name to tell them apart; [`create_conflict_without_bucket`] says what
+//! the failure means when the name does not exist.
 
 use google_cloud_gax::error::{Error as GaxError, rpc::Code};
 use mvo_core::Error;
@@ -100,9 +101,16 @@ pub(crate) fn is_create_conflict(err: &GaxError) -> bool {
     is_conflict(err) || code(err) == Some(Code::FailedPrecondition)
 }
 
-/// A CreateBucket refused with FAILED_PRECONDITION although the name does not exist: an
-/// organisation policy or the project's state refuses the bucket as asked. Non-retryable.
-pub(crate) fn refused(err: &GaxError, call: Call<'_>) -> Error {
+/// What a CreateBucket that failed with [`is_create_conflict`] means when the name turns out not
+/// to exist: after ALREADY_EXISTS/409 the bucket existed and vanished since (retryable); after
+/// FAILED_PRECONDITION an organisation policy or the project's state refused the bucket as asked
+/// (`Refused`, with the create's message, not retryable).
+pub(crate) fn create_conflict_without_bucket(err: &GaxError, call: Call<'_>) -> Error {
+    if is_conflict(err) {
+        return Error::Unavailable {
+            message: format!("{}: the bucket existed at create and vanished since; will retry", call.what()),
+        };
+    }
     let cloud = match err.status() {
         Some(status) => format!("{} {}", status.code.name(), status.message),
         None => err.to_string(),
@@ -284,10 +292,13 @@ mod tests {
     fn create_refusals_are_not_retryable_and_keep_the_cloud_message() {
         let policy = status(Code::FailedPrecondition, "violates constraints/gcp.restrictNonCmekServices");
         assert!(is_create_conflict(&policy));
-        let err = refused(&policy, Call::on("storage.buckets.create", "b"));
+        let err = create_conflict_without_bucket(&policy, Call::on("storage.buckets.create", "b"));
         assert!(matches!(err, Error::Refused { .. }), "{err}");
         assert!(!err.is_retryable());
         assert!(err.to_string().contains("constraints/gcp.restrictNonCmekServices"), "{err}");
+        // A real conflict whose bucket is gone by the re-read is a race, retried.
+        let vanished = create_conflict_without_bucket(&service(Code::AlreadyExists), Call::on("c", "b"));
+        assert!(matches!(vanished, Error::Unavailable { .. }) && vanished.is_retryable(), "{vanished}");
     }
 
     #[test]

@@ -27,8 +27,8 @@ use crate::{
 enum Created {
     /// The bucket was created, as GCS returned it.
     Bucket(Box<Bucket>),
-    /// The name may exist (FAILED_PRECONDITION over gRPC, 409); if it does not, the create was
-    /// refused with this error.
+    /// The name may exist (FAILED_PRECONDITION over gRPC, 409); if it does not, this is the
+    /// error to report.
     MaybeTaken(Error),
 }
 
@@ -134,7 +134,7 @@ impl GcsStore {
         match self.control.create_bucket(&spec.name, bucket).await {
             Ok(created) => Ok(Created::Bucket(Box::new(created))),
             Err(err) if errors::is_create_conflict(&err) => {
-                Ok(Created::MaybeTaken(errors::refused(&err, call)))
+                Ok(Created::MaybeTaken(errors::create_conflict_without_bucket(&err, call)))
             }
             Err(err) => Err(errors::map(err, call)),
         }
