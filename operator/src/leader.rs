@@ -245,9 +245,10 @@ impl LeaderElection {
                     return;
                 }
                 Ok(Attempt::Other) if !announced => {
-                    info!(holder = %self.holder, lease = LEASE_NAME, "standing by: another replica leads");
-                    announced = true;
+                    // Ready first, then say so: the log line promises readiness.
                     standing_by();
+                    announced = true;
+                    info!(holder = %self.holder, lease = LEASE_NAME, "standing by: another replica leads");
                 }
                 Ok(Attempt::Other) => {}
                 Err(err) => warn!(error = %err, "leader election: cannot read or write the Lease"),

@@ -10,7 +10,7 @@ use kube::{
     Api, Client, Config, CustomResourceExt,
     api::{DeleteParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
-    runtime::events::{Recorder, Reporter},
+    runtime::events::Reporter,
 };
 use mvo_core::Platform;
 use mvo_operator::{
@@ -46,8 +46,8 @@ fn install(spec: Value) -> VeleroInstall {
 }
 
 fn context(client: &Client, platform: Arc<dyn Platform>) -> Context {
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "test".into(), instance: None });
-    Context::new(client.clone(), platform, INFRA.into(), recorder)
+    let reporter = Reporter { controller: "test".into(), instance: None };
+    Context::new(client.clone(), platform, INFRA.into(), reporter)
 }
 
 async fn eventually(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
