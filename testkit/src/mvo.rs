@@ -139,7 +139,12 @@ fn controller_ref(api_version: &str, kind: &str, name: &str, uid: &str) -> Value
 }
 
 /// Creates `object` (a full manifest) as MVO does: a plain create by MVO's manager.
-async fn create(client: &Client, namespace: &str, resource: &ApiResource, object: Value) -> kube::Result<DynamicObject> {
+async fn create(
+    client: &Client,
+    namespace: &str,
+    resource: &ApiResource,
+    object: Value,
+) -> kube::Result<DynamicObject> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, resource);
     let object: DynamicObject = serde_json::from_value(object).map_err(kube::Error::SerdeError)?;
     api.create(&mvo_write(), &object).await
@@ -148,10 +153,16 @@ async fn create(client: &Client, namespace: &str, resource: &ApiResource, object
 /// Creates MVO's whole state in `namespace` (which stands for `openshift-velero`) for a cluster on
 /// `cloud` whose bucket is `bucket`. The VeleroInstall CRD and the foreign stand-in CRDs must be
 /// installed. The MVO operator pod exists and is `Running`, so its lock is held.
-pub async fn install(client: &Client, namespace: &str, cloud: &MvoCloud, bucket: &str) -> kube::Result<MvoState> {
+pub async fn install(
+    client: &Client,
+    namespace: &str,
+    cloud: &MvoCloud,
+    bucket: &str,
+) -> kube::Result<MvoState> {
     // The operator pod first: its lock is the first thing MVO writes.
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let pod_name = format!("managed-velero-operator-7d9f5c6b8-{}", &uuid::Uuid::new_v4().simple().to_string()[..5]);
+    let pod_name =
+        format!("managed-velero-operator-7d9f5c6b8-{}", &uuid::Uuid::new_v4().simple().to_string()[..5]);
     let pod: Pod = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": pod_name, "labels": {"name": "managed-velero-operator"}},
@@ -175,14 +186,16 @@ pub async fn install(client: &Client, namespace: &str, cloud: &MvoCloud, bucket:
     operator_credentials_request(client, namespace, cloud).await?;
 
     // The VeleroInstall (created by the bundle) and MVO's status write after provisioning.
-    let installs: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &velero_install_resource());
+    let installs: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &velero_install_resource());
     let install: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "managed.openshift.io/v1alpha2", "kind": "VeleroInstall",
         "metadata": {"name": "cluster"}, "spec": {}
     }))
     .map_err(kube::Error::SerdeError)?;
     let mut install = installs.create(&PostParams::default(), &install).await?;
-    let synced = Timestamp::now().checked_sub(std::time::Duration::from_secs(1800)).unwrap_or(Timestamp::UNIX_EPOCH);
+    let synced =
+        Timestamp::now().checked_sub(std::time::Duration::from_secs(1800)).unwrap_or(Timestamp::UNIX_EPOCH);
     install.data["status"] = json!({"storageBucket": {"name": bucket, "provisioned": true,
                                                         "lastSyncTimestamp": synced.to_string()}});
     installs.replace_status("cluster", &mvo_write(), &install).await?;
@@ -190,8 +203,15 @@ pub async fn install(client: &Client, namespace: &str, cloud: &MvoCloud, bucket:
     let owner = controller_ref("managed.openshift.io/v1alpha2", "VeleroInstall", "cluster", &uid);
 
     let velero = |kind: &str| resource("velero.io", "v1", kind);
-    create(client, namespace, &velero("BackupStorageLocation"), backup_storage_location(cloud, bucket, &owner)).await?;
-    create(client, namespace, &velero("VolumeSnapshotLocation"), volume_snapshot_location(cloud, &owner)).await?;
+    create(
+        client,
+        namespace,
+        &velero("BackupStorageLocation"),
+        backup_storage_location(cloud, bucket, &owner),
+    )
+    .await?;
+    create(client, namespace, &velero("VolumeSnapshotLocation"), volume_snapshot_location(cloud, &owner))
+        .await?;
     let cr = resource("cloudcredential.openshift.io", "v1", "CredentialsRequest");
     create(client, namespace, &cr, velero_credentials_request(namespace, cloud, bucket, &owner)).await?;
     create(client, namespace, &ApiResource::erase::<Deployment>(&()), deployment(cloud, &owner)).await?;
@@ -231,13 +251,14 @@ pub fn deployment(cloud: &MvoCloud, owner: &Value) -> Value {
         json!({"name": "plugins", "mountPath": "/plugins"}),
         json!({"name": "scratch", "mountPath": "/scratch"}),
     ];
-    let mut volumes = vec![
-        json!({"name": "plugins", "emptyDir": {}}),
-        json!({"name": "scratch", "emptyDir": {}}),
-    ];
+    let mut volumes =
+        vec![json!({"name": "plugins", "emptyDir": {}}), json!({"name": "scratch", "emptyDir": {}})];
     match cloud {
         MvoCloud::Aws { .. } => {
-            for (name, key) in [("AWS_ACCESS_KEY_ID", "aws_access_key_id"), ("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key")] {
+            for (name, key) in [
+                ("AWS_ACCESS_KEY_ID", "aws_access_key_id"),
+                ("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"),
+            ] {
                 env.push(json!({"name": name,
                                 "valueFrom": {"secretKeyRef": {"name": VELERO_CREDENTIALS, "key": key}}}));
             }
@@ -317,7 +338,8 @@ pub fn deployment(cloud: &MvoCloud, owner: &Value) -> Value {
 }
 
 fn backup_storage_location(cloud: &MvoCloud, bucket: &str, owner: &Value) -> Value {
-    let mut spec = json!({"provider": cloud.provider(), "objectStorage": {"bucket": bucket}, "default": true});
+    let mut spec =
+        json!({"provider": cloud.provider(), "objectStorage": {"bucket": bucket}, "default": true});
     if let Some(config) = cloud.location_config() {
         spec["config"] = config;
     }
@@ -380,26 +402,40 @@ fn service_monitor(service_owner: &Value) -> Value {
 /// MVO's own metrics Service and ServiceMonitor (operator-custom-metrics), unowned.
 async fn operator_metrics(client: &Client, namespace: &str) -> kube::Result<()> {
     let selector = json!({"name": "managed-velero-operator"});
-    create(client, namespace, &ApiResource::erase::<Service>(&()), json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": MVO_OPERATOR_METRICS, "labels": selector},
-        "spec": {"ports": [{"name": "http-metrics", "port": 8383, "protocol": "TCP", "targetPort": 8383}],
-                 "selector": selector, "type": "ClusterIP", "sessionAffinity": "None"}
-    }))
+    create(
+        client,
+        namespace,
+        &ApiResource::erase::<Service>(&()),
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": MVO_OPERATOR_METRICS, "labels": selector},
+            "spec": {"ports": [{"name": "http-metrics", "port": 8383, "protocol": "TCP", "targetPort": 8383}],
+                     "selector": selector, "type": "ClusterIP", "sessionAffinity": "None"}
+        }),
+    )
     .await?;
     let monitor = resource("monitoring.coreos.com", "v1", "ServiceMonitor");
-    create(client, namespace, &monitor, json!({
-        "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
-        "metadata": {"name": MVO_OPERATOR_METRICS, "labels": selector},
-        "spec": {"selector": {"matchLabels": selector}, "endpoints": [{"port": "http-metrics"}]}
-    }))
+    create(
+        client,
+        namespace,
+        &monitor,
+        json!({
+            "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+            "metadata": {"name": MVO_OPERATOR_METRICS, "labels": selector},
+            "spec": {"selector": {"matchLabels": selector}, "endpoints": [{"port": "http-metrics"}]}
+        }),
+    )
     .await
     .map(drop)
 }
 
 /// MVO's static CredentialsRequest for the operator's own access (deploy-extras), in the
 /// operator's namespace, created by the bundle rather than by MVO.
-async fn operator_credentials_request(client: &Client, namespace: &str, cloud: &MvoCloud) -> kube::Result<()> {
+async fn operator_credentials_request(
+    client: &Client,
+    namespace: &str,
+    cloud: &MvoCloud,
+) -> kube::Result<()> {
     let (name, provider_spec) = match cloud {
         MvoCloud::Aws { .. } => (
             "managed-velero-operator-iam-credentials-aws",
