@@ -297,7 +297,7 @@ async fn objects_are_kept_bucket_adopted_and_controlled_by_the_install(cloud: Cl
         if MVO_OBJECTS.contains(&name.as_str()) || name.starts_with("Job/") {
             assert_eq!(
                 controller_refs(object),
-                [expected.clone()],
+                std::slice::from_ref(&expected),
                 "{name}: exactly one controller, the install"
             );
         } else {

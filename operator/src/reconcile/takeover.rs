@@ -55,9 +55,10 @@ pub fn handover(live: &Value, owner_uid: &str) -> Option<Vec<Value>> {
             kept.push(entry);
         }
     }
-    let references = &mut ours["fieldsV1"]["f:metadata"]["f:ownerReferences"];
-    for key in foreign {
-        references[key] = json!({});
+    // Indexing a missing key inserts null, so only build the path when there is a key to add.
+    if !foreign.is_empty() {
+        let references: Map<String, Value> = foreign.into_iter().map(|key| (key, json!({}))).collect();
+        union(&mut ours["fieldsV1"], &json!({"f:metadata": {"f:ownerReferences": references}}));
     }
     kept.push(ours);
     Some(kept)
@@ -91,10 +92,10 @@ fn remove_owner_key(fields: &mut Value, key: &str) {
     if references.keys().all(|k| k == ".") {
         metadata.remove("f:ownerReferences");
     }
-    if metadata.is_empty() {
-        if let Some(fields) = fields.as_object_mut() {
-            fields.remove("f:metadata");
-        }
+    if metadata.is_empty()
+        && let Some(fields) = fields.as_object_mut()
+    {
+        fields.remove("f:metadata");
     }
 }
 
@@ -137,9 +138,9 @@ mod tests {
                 entry(FIELD_MANAGER, "Update", json!({"f:status": {"f:c": {}}})),
             ]
         }});
-        let mut live_status = live.clone();
-        live_status["metadata"]["managedFields"][2]["subresource"] = json!("status");
-        let fields = handover(&live_status, "vi").expect("handover");
+        let mut live = live;
+        live["metadata"]["managedFields"][2]["subresource"] = json!("status");
+        let fields = handover(&live, "vi").expect("handover");
         assert_eq!(fields.len(), 3, "{fields:?}");
         let ours = &fields[2];
         assert_eq!(
