@@ -1,16 +1,21 @@
 //! [`GcsStore`]: the GCS [`ObjectStore`] of SPEC 5.2 on `StorageControl`. One GetBucket per
 //! check, at most one UpdateBucket whose mask names only the drifted fields (guarded by the
-//! bucket's metageneration), creation with every setting in the create call, the 409 "ours or
-//! theirs" decision, and recovery by owner labels.
+//! bucket's metageneration), creation with every setting in the create call, the "ours or
+//! theirs" decision when the name exists (FAILED_PRECONDITION over gRPC, 409 over HTTP), a
+//! non-retryable refusal when a create fails so and the name does not exist (an organisation
+//! policy), and recovery by owner labels.
 //!
 //! A compliant bucket costs one read and no write. Nothing is ever deleted: [`Control`] cannot
 //! issue DeleteBucket or any object call.
+
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use google_cloud_gax::error::Error as GaxError;
 use google_cloud_storage::model::Bucket;
 use mvo_core::{
-    BucketReport, BucketSpec, BucketState, Error, ObjectStore, Owner, Recovery, Result, owner::gcs_label,
+    BucketReport, BucketSpec, BucketState, Encryption, Error, ObjectStore, Owner, Recovery, Result, Setting,
+    owner::gcs_label,
 };
 
 use crate::{
@@ -20,17 +25,52 @@ use crate::{
     settings::{self, Observed},
 };
 
+/// What a CreateBucket came to.
+enum Created {
+    /// The bucket was created, as GCS returned it.
+    Bucket(Box<Bucket>),
+    /// The name may exist (FAILED_PRECONDITION over gRPC, 409); if it does not, this is the
+    /// error to report.
+    MaybeTaken(Error),
+}
+
+/// The default KMS key the spec asks for; empty for Google-managed encryption.
+fn spec_key(spec: &BucketSpec) -> &str {
+    match &spec.encryption {
+        Encryption::Kms { key } => key,
+        Encryption::ProviderManaged => "",
+    }
+}
+
 /// The GCS bucket operations of one project in one region.
 #[derive(Debug, Clone)]
 pub(crate) struct GcsStore {
     control: Control,
     project: String,
     region: String,
+    /// Our project as GCS reports it on buckets (`projects/<number>`), learned from a bucket we
+    /// created or found listed in our project, so the steady-state check needs no listing.
+    project_number: Arc<OnceLock<String>>,
 }
 
 impl GcsStore {
     pub(crate) fn new(control: Control, project: String, region: String) -> Self {
-        GcsStore { control, project, region }
+        GcsStore { control, project, region, project_number: Arc::default() }
+    }
+
+    /// Whether `bucket` belongs to our project. A bucket of another project that we may read
+    /// (a cross-project grant) is not ours, whatever its labels say.
+    async fn in_our_project(&self, name: &str, bucket: &Bucket) -> Result<bool> {
+        if bucket.project == self.parent() || self.project_number.get() == Some(&bucket.project) {
+            return Ok(true);
+        }
+        // GCS reports the owning project by number; our configuration has its ID. A listing of
+        // our project settles it once, without knowing the number.
+        let listed = self.listed_in_project(name).await?;
+        if listed && !bucket.project.is_empty() {
+            let _ = self.project_number.set(bucket.project.clone());
+        }
+        Ok(listed)
     }
 
     fn parent(&self) -> String {
@@ -86,8 +126,10 @@ impl GcsStore {
         }
     }
 
-    /// Refuses a bucket that is not ours: labelled for another cluster, or unlabelled and not in
-    /// our project. Our labels on a readable bucket are enough (the steady-state path: no call).
+    /// Refuses a bucket that is not ours (SPEC 5.2: ours = our project AND our labels, or no
+    /// owner labels yet): labelled for another cluster, or in another project whatever its labels
+    /// say (our labels copied onto a bucket in a project we were granted access to do not make it
+    /// ours). Once our project's number is known, the steady-state path makes no extra call.
     async fn check_ownership(&self, spec: &BucketSpec, bucket: &Bucket) -> Result<()> {
         let labels = settings::labels(bucket);
         if let Some(claimant) = settings::claimant(&labels)
@@ -95,43 +137,43 @@ impl GcsStore {
         {
             return Err(Error::AlreadyOwnedByOther { bucket: spec.name.clone() });
         }
-        if spec.owner.owns_labels(&labels) {
-            return Ok(());
-        }
-        // GCS reports the owning project by number; our configuration has its ID. A listing of
-        // our project settles it without knowing the number.
-        if bucket.project == self.parent() || self.listed_in_project(&spec.name).await? {
+        if self.in_our_project(&spec.name, bucket).await? {
             Ok(())
         } else {
             Err(Error::AlreadyOwnedByOther { bucket: spec.name.clone() })
         }
     }
 
-    /// Creates the bucket with every setting; `Ok(None)` when the name exists (409).
-    async fn create(&self, spec: &BucketSpec) -> Result<Option<Bucket>> {
+    /// Creates the bucket with every setting.
+    async fn create(&self, spec: &BucketSpec) -> Result<Created> {
         let bucket = settings::new_bucket(spec, &self.project);
+        let call = Call::on(iam::CREATE, &spec.name).setting_key(spec_key(spec));
         match self.control.create_bucket(&spec.name, bucket).await {
-            Ok(created) => Ok(Some(created)),
-            Err(err) if errors::is_conflict(&err) => Ok(None),
-            Err(err) => Err(errors::map(err, Call::on(iam::CREATE, &spec.name))),
+            Ok(created) => Ok(Created::Bucket(Box::new(created))),
+            Err(err) if errors::is_create_conflict(&err) => {
+                Ok(Created::MaybeTaken(errors::create_conflict_without_bucket(&err, call)))
+            }
+            Err(err) => Err(errors::map(err, call)),
         }
     }
 
     /// Corrects the drifted settings of an existing bucket with one UpdateBucket.
     async fn enforce(&self, spec: &BucketSpec, bucket: Bucket) -> Result<BucketReport> {
-        let observed: Observed = settings::observe(&bucket);
+        let observed: Observed = settings::observe(&bucket, Some(spec));
         let corrected = observed.state.drift(spec, true);
         if corrected.is_empty() {
             return Ok(BucketReport { created: false, corrected, state: observed.state });
         }
         let (patch, paths) = settings::patch(spec, &bucket, &observed, &corrected);
+        let key = if corrected.contains(&Setting::Encryption) { spec_key(spec) } else { "" };
+        let call = Call::on(iam::UPDATE, &spec.name).setting_key(key).in_project(&bucket.project);
         let updated = self
             .control
             .update_bucket(patch, paths, bucket.metageneration)
             .await
-            .map_err(|e: GaxError| errors::map(e, Call::on(iam::UPDATE, &spec.name)))?;
+            .map_err(|e: GaxError| errors::map(e, call))?;
         tracing::info!(bucket = %spec.name, ?corrected, "corrected bucket drift");
-        Ok(BucketReport { created: false, corrected, state: settings::observe(&updated).state })
+        Ok(BucketReport { created: false, corrected, state: settings::observe(&updated, Some(spec)).state })
     }
 }
 
@@ -172,19 +214,22 @@ impl ObjectStore for GcsStore {
         let existing = match self.get_for_ensure(&spec.name).await? {
             Some(bucket) => bucket,
             None => match self.create(spec).await? {
-                Some(created) => {
+                Created::Bucket(created) => {
                     tracing::info!(bucket = %spec.name, location = %created.location, "created bucket");
-                    let state = settings::observe(&created).state;
+                    if !created.project.is_empty() {
+                        let _ = self.project_number.set(created.project.clone());
+                    }
+                    let state = settings::observe(&created, Some(spec)).state;
                     return Ok(BucketReport { created: true, corrected: Vec::new(), state });
                 }
-                // 409: created meanwhile (a crashed or concurrent attempt of ours) or taken by
-                // someone else. Read it again and decide by project and labels.
-                None => self.get_for_ensure(&spec.name).await?.ok_or_else(|| Error::Unavailable {
-                    message: format!(
-                        "bucket {:?} existed at create and vanished since; will retry",
-                        spec.name
-                    ),
-                })?,
+                // The name may exist: created meanwhile (a crashed or concurrent attempt of ours)
+                // or taken by someone else. Read it again and decide by project and labels. If it
+                // does not exist, the create was refused for another reason (an organisation
+                // policy): report that, not a retry that can never succeed.
+                Created::MaybeTaken(refusal) => match self.get_for_ensure(&spec.name).await? {
+                    Some(existing) => existing,
+                    None => return Err(refusal),
+                },
             },
         };
         self.check_ownership(spec, &existing).await?;
@@ -193,6 +238,6 @@ impl ObjectStore for GcsStore {
 
     async fn observe_bucket(&self, name: &str) -> Result<BucketState> {
         let bucket = self.get(name).await?.ok_or_else(|| Error::bucket_not_found(name))?;
-        Ok(settings::observe(&bucket).state)
+        Ok(settings::observe(&bucket, None).state)
     }
 }
