@@ -13,7 +13,7 @@ use k8s_openapi::api::{
 use kube::{
     Api, Client, CustomResourceExt, ResourceExt,
     api::{ApiResource, DynamicObject, Patch, PatchParams},
-    runtime::events::{Recorder, Reporter},
+    runtime::events::Reporter,
 };
 use mvo_core::{Credential, CredentialMaterial, Owner, Platform, ProviderConfig, Secret as Sensitive};
 use mvo_operator::{
@@ -148,8 +148,8 @@ impl Takeover {
             .patch("velero-iam-credentials", &PatchParams::apply("cco").force(), &Patch::Apply(&secret))
             .await
             .expect("secret");
-        let recorder = Recorder::new(client.clone(), Reporter { controller: "test".into(), instance: None });
-        let ctx = Arc::new(Context::new(client.clone(), platform, INFRA.into(), recorder));
+        let reporter = Reporter { controller: "test".into(), instance: None };
+        let ctx = Arc::new(Context::new(client.clone(), platform, INFRA.into(), reporter));
         let t = Takeover { client, ns, mvo, ctx, buckets };
         t.deployment_available().await;
         t
