@@ -517,7 +517,7 @@ async fn gcp_image_change_is_one_rollout_reported_by_an_event() {
 // --- MVO's leader-for-life lock: held by a live pod, the operator waits; released, it proceeds.
 
 #[tokio::test]
-async fn the_lock_is_held_by_a_running_pod_and_released_by_a_deleted_one() {
+async fn the_lock_is_held_by_a_running_pod_and_released_by_an_evicted_or_deleted_one() {
     for cloud in [Cloud::Aws, Cloud::Gcp] {
         let t = Takeover::new(cloud).await;
         let state = mvo_lock::observe(&t.client, &t.ns).await.expect("observe");
@@ -527,6 +527,20 @@ async fn the_lock_is_held_by_a_running_pod_and_released_by_a_deleted_one() {
             mvo_lock::wait_until_released(&t.client, &t.ns, Duration::from_millis(50)),
         );
         assert!(waiting.await.is_err(), "must wait while MVO's pod runs");
+
+        // Evicted (phase Failed): its containers no longer run, so the lock no longer counts.
+        let pods: Api<Pod> = Api::namespaced(t.client.clone(), &t.ns);
+        let evicted = json!({"status": {"phase": "Failed", "reason": "Evicted"}});
+        pods.patch_status(&t.mvo.operator_pod, &PatchParams::default(), &Patch::Merge(&evicted))
+            .await
+            .expect("evicted");
+        let state = mvo_lock::observe(&t.client, &t.ns).await.expect("observe");
+        assert!(matches!(&state, LockState::Released { reason } if reason.contains("failed")), "{state:?}");
+        let running = json!({"status": {"phase": "Running", "reason": null}});
+        pods.patch_status(&t.mvo.operator_pod, &PatchParams::default(), &Patch::Merge(&running))
+            .await
+            .expect("running again");
+        assert!(mvo_lock::observe(&t.client, &t.ns).await.expect("observe").is_held());
 
         mvo::stop_operator_pod(&t.client, &t.mvo).await.expect("MVO pod deleted");
         let state = mvo_lock::observe(&t.client, &t.ns).await.expect("observe");
