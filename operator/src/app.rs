@@ -186,9 +186,6 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             }
         }
     }
-    health.leading();
-    // The one line that opens this replica's interval of acting; `stopped acting` closes it.
-    info!(holder = election.as_ref().map(|e| e.holder()), "started acting");
     // Renewal runs in its own task: the controller's stop signal must be Sync, a Lease call is not.
     let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<Lost>();
     let releaser = election.clone();
@@ -198,13 +195,43 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             let _ = lost_tx.send(lost);
         })
     });
+    // Never act while the Go MVO may still act (a rolling replacement runs both pods for a while).
+    // Completes once, when the Lease is lost; never without leader election. (A oneshot receiver
+    // must not be polled again after it completed, and it is awaited in two places.)
+    let lost_leadership = async move {
+        match lost_rx.await {
+            Ok(lost) => lost,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::pin!(lost_leadership);
+    tokio::select! {
+        _ = crate::mvo_lock::wait_until_released(&client, &args.namespace, crate::mvo_lock::POLL) => {}
+        lost = &mut lost_leadership => {
+            tracing::error!(reason = ?lost, "lost the Lease while waiting for the Go MVO's lock");
+            return Err(anyhow::anyhow!("leadership lost ({lost:?}); restarting as a candidate").into());
+        }
+        _ = shutdown.clone() => {
+            info!("stopped while waiting for the Go MVO's lock");
+            if let Some(renewal) = renewal {
+                renewal.abort();
+            }
+            if let Some(releaser) = releaser {
+                releaser.release().await;
+            }
+            return Ok(());
+        }
+    }
+    health.leading();
+    // The one line that opens this replica's interval of acting; `stopped acting` closes it.
+    info!(holder = releaser.as_ref().map(|e| e.holder()), "started acting");
     info!(namespace = %args.namespace, "controller starting");
     let controller = controller::run(ctx, &args.namespace, shutdown.clone());
     let lost = tokio::select! {
         _ = controller => None,
         // Losing the Lease drops the controller future, which cancels every reconcile at once:
         // a graceful stop would let in-flight passes write after a standby took over.
-        Ok(lost) = lost_rx => Some(lost),
+        lost = &mut lost_leadership => Some(lost),
     };
     if let Some(lost) = lost {
         tracing::error!(reason = ?lost, "stopped acting");

@@ -4,7 +4,8 @@
 //! [`providers`] (which clouds are linked), [`startup`] (facts -> provider, CRD probe),
 //! [`controller`] and [`reconcile`] (the work), [`metrics`], [`http`] (metrics and probes),
 //! [`health`] (deadlines, readiness and liveness),
-//! [`leader`] (Lease election), [`telemetry`] (logs), [`app`] (the subcommands).
+//! [`leader`] (Lease election), [`mvo_lock`] (waiting for the Go MVO's lock), [`telemetry`] (logs),
+//! [`app`] (the subcommands).
 
 pub mod app;
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod http;
 pub mod infrastructure;
 pub mod leader;
 pub mod metrics;
+pub mod mvo_lock;
 pub mod providers;
 pub mod reconcile;
 pub mod startup;

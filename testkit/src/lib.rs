@@ -8,11 +8,13 @@
 //!   for the GCP provider's tests and operator tests on GCP.
 //! - [`proxy`]: [`FaultProxy`], a loopback TCP proxy that stalls or resets connections on demand
 //!   (hung API server calls, cloud timeouts) and can act as an HTTPS `CONNECT` proxy.
+//! - [`mvo`]: the objects the Go managed-velero-operator leaves in a cluster, for takeover tests.
 
 pub mod contract;
 pub mod env;
 pub mod gcs;
 pub mod memory;
+pub mod mvo;
 pub mod proxy;
 
 pub use contract::{Backdoor, Fault, Harness};
