@@ -26,8 +26,6 @@ pub enum Applied {
     Created,
     /// The object existed with drifted fields, which were restored.
     Corrected,
-    /// The API server does not serve this kind (its CRD is not installed); nothing was written.
-    KindNotServed,
 }
 
 /// True when every field of `desired` is present in `live` with the same value.
