@@ -9,12 +9,14 @@
 //! `velero.io` are accepted. A failed Job is deleted and run again after a growing wait.
 //!
 //! CRDs whose spec another field manager owns (OLM/OADP, Helm, `kubectl apply`, with or without
-//! labels) belong to another installer and are left alone.
+//! labels; Apply or Update) belong to another installer and are left alone. On a CRD this
+//! operator installed (in the record), only another manager's server-side apply counts as a
+//! takeover; another manager's Update is an edit, reverted like any drift.
 //!
 //! Reads Jobs, their pods and logs, CRDs and the record; writes CRDs (server-side apply), the
 //! record, and creates/deletes CRD Jobs. Events are the caller's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::{
     api::{
@@ -140,14 +142,17 @@ fn plural(object: &Value) -> &str {
     object.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or_default()
 }
 
-/// The field managers other than this operator that own fields of the CRD's spec (Apply or
-/// Update): such a CRD belongs to another installer.
-pub fn foreign_spec_managers(crd: &CustomResourceDefinition) -> Vec<String> {
+/// The field managers other than this operator that own fields of the CRD's spec: such a CRD
+/// belongs to another installer. `applied_only` counts only server-side appliers (used for CRDs
+/// this operator installed: an `Update` on them is an edit to revert, an apply is an installer
+/// taking them over).
+pub fn foreign_spec_managers(crd: &CustomResourceDefinition, applied_only: bool) -> Vec<String> {
     crd.metadata
         .managed_fields
         .iter()
         .flatten()
         .filter(|m| m.manager.as_deref() != Some(FIELD_MANAGER))
+        .filter(|m| !applied_only || m.operation.as_deref() == Some("Apply"))
         .filter(|m| m.subresource.as_deref().unwrap_or_default().is_empty())
         .filter(|m| m.fields_v1.as_ref().is_some_and(|f| f.0.get("f:spec").is_some()))
         .filter_map(|m| m.manager.clone())
@@ -419,7 +424,8 @@ impl Crds<'_> {
             ));
             return Ok(CrdsOutcome::Applied { foreign: Vec::new(), foreign_changed: false });
         }
-        let (applied, foreign) = apply_crds(self.client, crds).await?;
+        let ours: BTreeSet<String> = record.applied.keys().cloned().collect();
+        let (applied, foreign) = apply_crds(self.client, crds, &ours).await?;
         let foreign_changed = foreign != record.foreign;
         record = Record { job: job_name, applied, foreign: foreign.clone(), ..Record::default() };
         self.save(configmaps, &record).await?;
@@ -501,10 +507,12 @@ fn terminated_reason(pod: &Pod) -> Option<String> {
 }
 
 /// Applies the CRDs that are absent or only ours; returns the spec hashes of those applied and
-/// the names of those left to another installer.
+/// the names of those left to another installer. `ours` are the CRDs this operator installed
+/// before (from the record): edits to them are drift and reverted.
 async fn apply_crds(
     client: &Client,
     crds: Vec<CustomResourceDefinition>,
+    ours: &BTreeSet<String>,
 ) -> Result<(BTreeMap<String, String>, Vec<String>), Error> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -514,7 +522,7 @@ async fn apply_crds(
         let name = crd.name_any();
         let existing = api.get_opt(&name).await.map_err(read(format!("CRD {name}")))?;
         if let Some(existing) = existing {
-            let managers = foreign_spec_managers(&existing);
+            let managers = foreign_spec_managers(&existing, ours.contains(&name));
             if !managers.is_empty() {
                 info!(crd = %name, managers = ?managers, "CRD managed by another installer; left alone");
                 foreign.push(name);
@@ -601,16 +609,17 @@ mod tests {
     fn another_manager_of_spec_fields_makes_a_crd_foreign() {
         let spec = json!({"f:spec": {"f:group": {}}});
         let ours = crd_managed_by(&[(FIELD_MANAGER, "", spec.clone())]);
-        assert!(foreign_spec_managers(&ours).is_empty());
+        assert!(foreign_spec_managers(&ours, false).is_empty());
         let status_only = crd_managed_by(&[
             (FIELD_MANAGER, "", spec.clone()),
             ("kube-apiserver", "status", json!({"f:status": {}})),
         ]);
-        assert!(foreign_spec_managers(&status_only).is_empty(), "status writers do not own the CRD");
+        assert!(foreign_spec_managers(&status_only, false).is_empty(), "status writers do not own the CRD");
         let labels_only = crd_managed_by(&[("kubectl-label", "", json!({"f:metadata": {"f:labels": {}}}))]);
-        assert!(foreign_spec_managers(&labels_only).is_empty());
+        assert!(foreign_spec_managers(&labels_only, false).is_empty());
         let theirs = crd_managed_by(&[(FIELD_MANAGER, "", spec.clone()), ("helm", "", spec)]);
-        assert_eq!(foreign_spec_managers(&theirs), ["helm"]);
+        assert_eq!(foreign_spec_managers(&theirs, false), ["helm"], "an Update by another manager");
+        assert!(foreign_spec_managers(&theirs, true).is_empty(), "on our CRD an Update is an edit to revert");
     }
 
     #[test]
