@@ -294,7 +294,9 @@ impl Drop for KubeEnv {
 /// Stand-in CRDs of the foreign kinds the operator reads or writes: `Infrastructure`,
 /// `CredentialsRequest`, `ServiceMonitor`, `BackupStorageLocation`, `VolumeSnapshotLocation`,
 /// `Schedule`, and the token-based-cluster facts `CloudCredential` and `Authentication`.
-/// Their schemas accept any spec and status (see `testkit/crds/`).
+/// Their schemas are faithful subsets of the upstream CRDs (types, required fields, enums,
+/// patterns, pruning, subresources), each naming the upstream file and version it mirrors (see
+/// `testkit/crds/`), so the server rejects what a real cluster rejects.
 pub fn foreign_crds() -> Result<Vec<CustomResourceDefinition>, EnvError> {
     const FILES: [&str; 8] = [
         include_str!("../crds/config.openshift.io_infrastructures.yaml"),
