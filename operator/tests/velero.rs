@@ -17,7 +17,7 @@ use k8s_openapi::{
 use kube::{
     Api, Client, CustomResourceExt, ResourceExt,
     api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
-    runtime::events::{Recorder, Reporter},
+    runtime::events::Reporter,
 };
 use mvo_core::{
     Credential, CredentialMaterial, Platform, ProviderConfig, Secret as SecretBytes, ShortLivedInput,
@@ -66,9 +66,9 @@ impl Fixture {
         platform: Arc<dyn Platform>,
         short_lived: Option<ShortLivedInput>,
     ) -> Fixture {
-        let recorder = Recorder::new(client.clone(), Reporter { controller: "test".into(), instance: None });
+        let reporter = Reporter { controller: "test".into(), instance: None };
         let ctx =
-            Context::new(client.clone(), platform, INFRA.into(), recorder).with_short_lived(short_lived);
+            Context::new(client.clone(), platform, INFRA.into(), reporter).with_short_lived(short_lived);
         Fixture { client, namespace, ctx: Arc::new(ctx) }
     }
 
