@@ -594,6 +594,27 @@ async fn a_deleted_velero_crd_is_restored_at_the_next_resync() {
 }
 
 #[tokio::test]
+async fn a_velero_crd_another_installer_applies_is_then_left_to_it_and_reported() {
+    let f = in_memory().await;
+    let crd = ready(&f).await;
+    // OADP takes the CRD over with a server-side apply of the same content.
+    let theirs: CustomResourceDefinition = serde_saphyr::from_str(&crds_yaml(&[&crd])).expect("crd");
+    let crds = crds_api(&f.client);
+    crds.patch(&crd, &PatchParams::apply("oadp-operator").force(), &Patch::Apply(&theirs))
+        .await
+        .expect("takeover");
+    let before = crds.get(&crd).await.expect("crd");
+    f.reconcile().await;
+    f.reconcile().await;
+    let after = crds.get(&crd).await.expect("crd");
+    assert_eq!(after.resource_version(), before.resource_version(), "left alone");
+    let (status, _, message) = f.condition("VeleroReady").await;
+    assert_eq!(status, "True");
+    assert!(message.contains(&crd), "reported: {message}");
+    assert_eq!(f.events("VeleroCRDsManagedElsewhere").await.len(), 1, "one event");
+}
+
+#[tokio::test]
 async fn a_changed_job_template_creates_a_new_job_and_never_patches_the_old_one() {
     let f = in_memory().await;
     let crd = ready(&f).await;

@@ -304,6 +304,10 @@ impl Crds<'_> {
                 info!(crd = %name, "Velero CRD missing or changed; running the CRD Job again");
                 return Ok(false);
             }
+            // Another installer applied it (even unchanged): decided again, and reported.
+            if live.is_some_and(|crd| !foreign_spec_managers(&crd, true).is_empty()) {
+                return Ok(false);
+            }
         }
         for name in &record.foreign {
             if api.get_opt(name).await.map_err(read(format!("CRD {name}")))?.is_none() {
