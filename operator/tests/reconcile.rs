@@ -1,5 +1,8 @@
 //! The reconcile pipeline against the real test API server, with the in-memory cloud where the
 //! cloud is not the point. Each test works in its own namespace of one shared API server.
+//! The operator code under test runs as the operator's ServiceAccount with exactly `deploy/`'s
+//! RBAC (its Role granted in the test namespace, see `DeployRbac::grant_in`); the test's own
+//! set-up, which plays the user and the cluster's other controllers, is admin.
 
 use std::{sync::Arc, time::Duration};
 
@@ -28,7 +31,10 @@ const REGION: &str = "eu-west-1";
 static CRDS: OnceCell<()> = OnceCell::const_new();
 
 struct Fixture {
+    /// Admin: the test itself, the user and the cluster's other controllers.
     client: Client,
+    /// The operator's ServiceAccount with deploy/'s RBAC: everything the operator code does.
+    operator: Client,
     namespace: String,
     platform: InMemoryPlatform,
     ctx: Arc<Context>,
@@ -43,8 +49,8 @@ impl Fixture {
     async fn with_cloud(cloud: Arc<dyn Platform>) -> Fixture {
         let mut f = Self::new().await;
         let recorder =
-            Recorder::new(f.client.clone(), Reporter { controller: "test".into(), instance: None });
-        f.ctx = Arc::new(Context::new(f.client.clone(), cloud, INFRA.into(), recorder));
+            Recorder::new(f.operator.clone(), Reporter { controller: "test".into(), instance: None });
+        f.ctx = Arc::new(Context::new(f.operator.clone(), cloud, INFRA.into(), recorder));
         f
     }
 
@@ -58,10 +64,12 @@ impl Fixture {
         })
         .await;
         let namespace = env.namespace(&client, "reconcile").await.expect("namespace");
-        let recorder = Recorder::new(client.clone(), Reporter { controller: "test".into(), instance: None });
+        let operator = env.operator_client(&[&namespace]).await.expect("operator client");
+        let recorder =
+            Recorder::new(operator.clone(), Reporter { controller: "test".into(), instance: None });
         let dyn_platform: Arc<dyn Platform> = Arc::new(platform.clone());
-        let ctx = Arc::new(Context::new(client.clone(), dyn_platform, INFRA.into(), recorder));
-        Fixture { client, namespace, platform, ctx }
+        let ctx = Arc::new(Context::new(operator.clone(), dyn_platform, INFRA.into(), recorder));
+        Fixture { client, operator, namespace, platform, ctx }
     }
 
     fn cloud(&self) -> &InMemoryCloud {
@@ -611,9 +619,9 @@ async fn plan_mode_reports_what_would_change_and_writes_nothing() {
     f.create("cluster", json!({})).await;
     let plan_once = async || {
         let recorder =
-            Recorder::new(f.client.clone(), Reporter { controller: "plan".into(), instance: None });
+            Recorder::new(f.operator.clone(), Reporter { controller: "plan".into(), instance: None });
         let cloud: Arc<dyn Platform> = Arc::new(f.platform.clone());
-        let (ctx, plan) = Context::for_plan(f.client.clone(), cloud, INFRA.into(), recorder);
+        let (ctx, plan) = Context::for_plan(f.operator.clone(), cloud, INFRA.into(), recorder);
         reconcile::reconcile(Arc::new(f.get("cluster").await), Arc::new(ctx))
             .await
             .expect("planned reconcile");

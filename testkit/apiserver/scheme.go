@@ -131,8 +131,8 @@ var resources = []resourceDef{
 		newFunc: func() runtime.Object { return &corev1.Event{} }, newList: func() runtime.Object { return &corev1.EventList{} },
 		shortNames: []string{"ev"}, allowCreateOnUpdate: true, selectable: eventSelectableFields,
 		storage: &schema.GroupResource{Group: "", Resource: "events"}},
-	// rbac.authorization.k8s.io/v1: stored and served only. Nothing enforces them (the authorizer
-	// is AlwaysAllow for system:masters), and there is no aggregation controller for ClusterRoles.
+	// rbac.authorization.k8s.io/v1: stored, served and enforced (authz.go, rbacauthz/); there is
+	// no aggregation controller for ClusterRoles.
 	{gv: rbacGV, plural: "roles", singular: "role", kind: "Role", namespaced: true,
 		newFunc: func() runtime.Object { return &rbacv1.Role{} }, newList: func() runtime.Object { return &rbacv1.RoleList{} }},
 	{gv: rbacGV, plural: "rolebindings", singular: "rolebinding", kind: "RoleBinding", namespaced: true,
