@@ -20,7 +20,7 @@ use mvo_operator::{
 };
 use mvo_testkit::{
     Fault, InMemoryCloud, InMemoryPlatform,
-    env::{KubeEnv, foreign_crds, install_crds},
+    env::{DeployRbac, KubeEnv, foreign_crds, install_crds},
 };
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
@@ -51,6 +51,25 @@ impl Fixture {
         let recorder =
             Recorder::new(f.operator.clone(), Reporter { controller: "test".into(), instance: None });
         f.ctx = Arc::new(Context::new(f.operator.clone(), cloud, INFRA.into(), recorder));
+        f
+    }
+
+    /// A fixture whose operator has `deploy/role.yaml` edited by `edit` in the test namespace
+    /// (the rest of deploy/'s RBAC as shipped).
+    async fn with_role(edit: impl Fn(&str) -> String) -> Fixture {
+        let mut f = Self::new().await;
+        let env = KubeEnv::shared().expect("test API server");
+        let namespace = env.namespace(&f.client, "reconcile-rbac").await.expect("namespace");
+        let role = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/role.yaml"))
+            .expect("deploy/role.yaml");
+        let edited = edit(&role);
+        assert_ne!(edited, role, "the edit no longer matches deploy/role.yaml");
+        DeployRbac::from_yaml(&[&edited])
+            .expect("edited role")
+            .grant_in(&f.client, &namespace)
+            .await
+            .expect("grant");
+        f.namespace = namespace;
         f
     }
 
@@ -651,4 +670,24 @@ async fn plan_mode_reports_what_would_change_and_writes_nothing() {
     assert_eq!(f.cloud().writes(), writes, "plan corrected the bucket");
     assert!(!f.cloud().bucket(&name).expect("bucket").public_access.is_fully_blocked());
     assert_eq!(f.resource_versions().await, versions, "plan wrote to Kubernetes");
+}
+
+#[tokio::test]
+async fn a_verb_missing_from_deploy_rbac_fails_the_reconcile_with_a_condition_naming_it() {
+    let f = Fixture::with_role(|role| {
+        role.replace(
+            "resources: [deployments]\n    verbs: [get, list, watch, create, patch]",
+            "resources: [deployments]\n    verbs: [get, list, watch, create]",
+        )
+    })
+    .await;
+    f.create("cluster", json!({})).await;
+    f.reconcile("cluster").await.expect_err("the Deployment apply is forbidden");
+    let (status, _, message) = f.condition("cluster", "VeleroReady").await;
+    assert_eq!(status, "False");
+    assert!(
+        message.contains("cannot patch resource \"deployments\" in API group \"apps\""),
+        "the condition names the missing permission: {message}"
+    );
+    assert!(message.contains(mvo_testkit::env::OPERATOR_USER), "{message}");
 }
