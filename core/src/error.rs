@@ -65,6 +65,28 @@ pub enum Error {
         message: String,
     },
 
+    /// The cloud refused the request as asked for a reason no permission of the operator and no
+    /// retry can fix: an organisation policy (a GCS project that requires customer-managed
+    /// encryption, `constraints/gcp.restrictNonCmekServices`), or the project's state. Not retried
+    /// quickly: a person must change the policy or the VeleroInstall spec.
+    #[error("refused by the cloud: {message}")]
+    Refused {
+        /// The cloud's explanation, naming the policy or constraint when it does.
+        message: String,
+    },
+
+    /// The storage service cannot use the customer-managed encryption key: the cloud's service
+    /// identity lacks permission on the key (GCS: the project's Cloud Storage service agent
+    /// needs `roles/cloudkms.cryptoKeyEncrypterDecrypter`), or the key is in a location the
+    /// bucket cannot use. Not the operator's own permissions; not retried quickly.
+    #[error("encryption key {key} cannot be used: {message}")]
+    EncryptionKeyUnusable {
+        /// The key's resource name or ARN.
+        key: String,
+        /// What is wrong and who must be granted what, naming the service identity.
+        message: String,
+    },
+
     /// The provider does not implement this operation (see [`crate::Capabilities`]).
     #[error("{operation} is not supported by the {provider} provider")]
     NotSupported {
@@ -90,7 +112,8 @@ impl Error {
     ///
     /// Throttling, temporary unavailability, rejected credentials (they are re-read from mounted
     /// files, so rotation fixes them) and unclassified provider errors are retryable. Permission,
-    /// configuration, ownership, absence and unsupported operations need a change elsewhere first.
+    /// configuration, ownership, absence, refusals by policy, unusable encryption keys and
+    /// unsupported operations need a change elsewhere first.
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Throttled { .. }
@@ -101,6 +124,8 @@ impl Error {
             | Error::AlreadyOwnedByOther { .. }
             | Error::PermissionDenied { .. }
             | Error::InvalidConfig { .. }
+            | Error::Refused { .. }
+            | Error::EncryptionKeyUnusable { .. }
             | Error::NotSupported { .. } => false,
         }
     }
@@ -115,6 +140,8 @@ impl Error {
             Error::Throttled { .. } => "Throttled",
             Error::Unavailable { .. } => "Unavailable",
             Error::InvalidConfig { .. } => "InvalidConfig",
+            Error::Refused { .. } => "Refused",
+            Error::EncryptionKeyUnusable { .. } => "EncryptionKeyUnusable",
             Error::NotSupported { .. } => "NotSupported",
             Error::Provider { .. } => "ProviderError",
         }
@@ -179,6 +206,8 @@ mod tests {
             Error::AlreadyOwnedByOther { bucket: "b".into() },
             Error::PermissionDenied { operation: "s3:PutBucketTagging".into(), message: "denied".into() },
             Error::invalid_config("region missing"),
+            Error::Refused { message: "constraints/gcp.restrictNonCmekServices".into() },
+            Error::EncryptionKeyUnusable { key: "k".into(), message: "service agent lacks access".into() },
             Error::NotSupported { operation: "ensure_bucket", provider: "GCP" },
         ];
         assert!(retryable.iter().all(Error::is_retryable));

@@ -205,13 +205,15 @@ async fn main() -> anyhow::Result<()> {
         ok: Some(changed.is_empty()),
     });
 
-    // Velero writes its BSL status every minute: an hour of it must not cause reconciles.
+    // Velero writes its BSL status every minute: an hour of it must not cause reconciles. The BSL
+    // CRD has no status subresource (Velero v1.17), so Velero patches the object itself and every
+    // write also bumps metadata.generation.
     let before = reconciles(&scrape(&address).await?);
     let bsl: Api<DynamicObject> =
         Api::namespaced_with(local.client.clone(), NAMESPACE, &build::backup_storage_location());
     for minute in 0..60 {
         let status = json!({"status": {"phase": "Available", "lastSyncedTime": format!("2026-01-01T00:{minute:02}:00Z")}});
-        bsl.patch_status("default", &PatchParams::default(), &Patch::Merge(&status)).await?;
+        bsl.patch("default", &PatchParams::default(), &Patch::Merge(&status)).await?;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let churn = reconciles(&scrape(&address).await?) - before;

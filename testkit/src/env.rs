@@ -443,7 +443,9 @@ async fn apply_rbac_object(admin: &Client, object: serde_json::Value) -> Result<
 /// Stand-in CRDs of the foreign kinds the operator reads or writes: `Infrastructure`,
 /// `CredentialsRequest`, `ServiceMonitor`, `BackupStorageLocation`, `VolumeSnapshotLocation`,
 /// `Schedule`.
-/// Their schemas accept any spec and status (see `testkit/crds/`).
+/// Their schemas are faithful subsets of the upstream CRDs (types, required fields, enums,
+/// patterns, pruning, subresources), each naming the upstream file and version it mirrors (see
+/// `testkit/crds/`), so the server rejects what a real cluster rejects.
 pub fn foreign_crds() -> Result<Vec<CustomResourceDefinition>, EnvError> {
     const FILES: [&str; 6] = [
         include_str!("../crds/config.openshift.io_infrastructures.yaml"),

@@ -2,24 +2,38 @@
 //! `google-cloud-storage` crate's stub seam, so a real `StorageControl` client (built with
 //! `StorageControl::from_stub`) can be tested without a network or an emulator.
 //!
-//! It owns the GCS semantics the GCP provider depends on:
-//! - bucket names are global across projects; creating a taken name is `ALREADY_EXISTS` (409)
-//!   whoever owns it;
+//! It owns the GCS semantics the GCP provider depends on, as GCS answers over gRPC:
+//! - bucket names are global across projects; creating a taken name is `FAILED_PRECONDITION`
+//!   whoever owns it (GCS's gRPC API answers so; Google's C++ client remaps it to
+//!   `ALREADY_EXISTS` for that reason), and names GCS reserves (starting with `goog`, containing
+//!   `google` or a close misspelling) are `INVALID_ARGUMENT`;
 //! - each stub handed out by [`GcsControlPlane::stub`] calls as one project, which has IAM on its
 //!   own buckets only: reading or updating another project's bucket is `PERMISSION_DENIED` (403);
+//! - `GetBucket` honours its `read_mask`: fields the mask does not name are not returned
+//!   (no mask or `*`: every field), unknown paths are `INVALID_ARGUMENT`;
 //! - `UpdateBucket` applies its `update_mask` field by field: only named fields change, unknown or
-//!   immutable paths are `INVALID_ARGUMENT`, and `labels` / `lifecycle` are replaced as a whole
-//!   (so a client that does not merge loses foreign labels, as on GCS);
+//!   immutable paths are `INVALID_ARGUMENT`, `labels` / `lifecycle` are replaced as a whole (so a
+//!   client that does not merge loses foreign labels, as on GCS), `labels.<key>` sets or removes
+//!   one label and `*` replaces every mutable field;
 //! - `metageneration` starts at 1 and grows on every update; `if_metageneration_match` is enforced
 //!   with `FAILED_PRECONDITION` (HTTP 412);
 //! - `project` is reported in project-number form (`projects/<number>`), as GCS does, while
 //!   requests may name a project by ID or number;
-//! - labels and KMS key names are validated as GCS does;
+//! - labels follow Google's label rules (keys start with a lowercase letter, international ones
+//!   included; keys and values hold lowercase letters, digits, `_` and `-`; at most 63 characters
+//!   each and 64 labels), lifecycle holds at most 100 rules, KMS key names have the resource-name
+//!   form and must be in the bucket's location (`INVALID_ARGUMENT` otherwise);
+//! - organisation policy and Cloud KMS refusals, as GCS reports them:
+//!   [`GcsControlPlane::require_cmek`] makes a project refuse buckets without a default KMS key
+//!   (`FAILED_PRECONDITION` naming `constraints/gcp.restrictNonCmekServices`), and
+//!   [`GcsControlPlane::deny_kms_key`] makes the Cloud Storage service agent unable to use a key
+//!   (`PERMISSION_DENIED` on the Cloud KMS key when a create or update sets it);
 //! - `ListBuckets` is per project, sorted by name, paginated, filtered by prefix.
 //!
 //! Test controls: [`GcsControlPlane::fail_next`] fails the next call with a status code,
 //! [`GcsControlPlane::refuse_inspection`] makes one bucket refuse reads, and every request the
-//! stubs receive is recorded ([`GcsControlPlane::received`]) so tests can assert on update masks.
+//! stubs receive is recorded ([`GcsControlPlane::received`], [`GcsControlPlane::read_masks`]) so
+//! tests can assert on update and read masks.
 //! [`GcsBackdoor`] implements the contract suite's [`Backdoor`] on top of it.
 //!
 //! Where it differs from real GCS (deliberately kept simple):
@@ -28,15 +42,20 @@
 //!   policies, public buckets or cross-project grants;
 //! - a bucket refusing inspection is reported in `ListBucketsResponse::unreachable` when the
 //!   request asks for partial success, and fails the page with `UNAVAILABLE` otherwise (real GCS
-//!   uses `unreachable` for unavailable locations; with `storage.buckets.list` it lists every bucket);
-//! - update-mask paths supported: `labels`, `lifecycle`, `iam_config`,
+//!   uses `unreachable` for unavailable locations; with `storage.buckets.list` it lists every
+//!   bucket with its metadata, which is why [`GcsBackdoor`] does not offer
+//!   [`Backdoor::refuse_inspection`] to the contract suite);
+//! - update-mask paths supported: `*`, `labels`, `labels.<key>`, `lifecycle`, `iam_config`,
 //!   `iam_config.uniform_bucket_level_access[.enabled]`, `iam_config.public_access_prevention`,
 //!   `encryption`, `encryption.default_kms_key`, `versioning`, `storage_class`,
-//!   `default_event_based_hold`, `soft_delete_policy`, `autoclass`. Real GCS also accepts
-//!   per-key `labels.<key>` paths and `*`; here those are `INVALID_ARGUMENT`;
-//! - `read_mask`s are ignored (full metadata is always returned), ACLs, timestamps, etags beyond a
-//!   metageneration-derived value, retention locks and soft delete are not modelled;
-//! - lifecycle rules are only checked for a known action type and a non-empty condition;
+//!   `default_event_based_hold`, `soft_delete_policy`, `autoclass`; read-mask paths: `*`, every
+//!   top-level field, and the nested paths above;
+//! - `ListBuckets` ignores its `read_mask` (full metadata is always listed); ACLs, timestamps,
+//!   etags beyond a metageneration-derived value, retention locks and soft delete are not modelled;
+//! - lifecycle rules are only checked for a known action type, a non-empty condition and their
+//!   number; a KMS key's location must equal the bucket's (dual-region rules are not modelled);
+//! - label characters: "international lowercase" is a letter that is not upper case (Unicode
+//!   `Ll` and `Lo`, plus the rare `Lt`/`Lm` letters Google may refuse);
 //! - disabling uniform bucket-level access is always allowed (GCS limits it to 90 days).
 
 use std::{
@@ -65,6 +84,7 @@ use google_cloud_storage::model::{
         },
     },
 };
+use google_cloud_wkt::FieldMask;
 use mvo_core::{
     Encryption, Error, LifecycleAction, LifecycleRule, PublicAccessBlock, Result, Tags,
     bucket::is_valid_bucket_name,
@@ -153,7 +173,13 @@ struct State {
     /// Queued faults: (operation the fault waits for, or any; code; message).
     faults: VecDeque<(Option<&'static str>, Code, String)>,
     received: Vec<Received>,
+    /// The read mask of every GetBucket, in order (`None`: no mask sent).
+    read_masks: Vec<Option<Vec<String>>>,
     page_size: Option<usize>,
+    /// Project IDs whose organisation policy requires a default KMS key on new buckets.
+    cmek_required: BTreeSet<String>,
+    /// KMS keys the Cloud Storage service agent has no permission to use.
+    denied_kms_keys: BTreeSet<String>,
 }
 
 impl State {
@@ -177,6 +203,26 @@ impl State {
         }
         self.project_number(ident);
         Some(ident.to_owned())
+    }
+
+    /// Whether the Cloud Storage service agent may make `key` the default key of a bucket in
+    /// `location`: in the same location (`INVALID_ARGUMENT` otherwise) and not denied
+    /// (`PERMISSION_DENIED` on the Cloud KMS key otherwise). An empty key is Google-managed.
+    fn check_kms_use(&self, key: &str, location: &str) -> GaxResult<()> {
+        if key.is_empty() {
+            return Ok(());
+        }
+        let key_location = kms_key_location(key).unwrap_or_default();
+        if !key_location.eq_ignore_ascii_case(location) {
+            return Err(invalid(format!(
+                "Cloud KMS key {key} is in location {key_location:?}, which cannot protect a bucket in \
+                 location {location:?}: the key must be in the bucket's location"
+            )));
+        }
+        if self.denied_kms_keys.contains(key) {
+            return Err(status(Code::PermissionDenied, KMS_DENIED_MESSAGE));
+        }
+        Ok(())
     }
 
     /// The first queued fault for `operation` (or for any operation), removed from the queue.
@@ -205,24 +251,48 @@ fn short_name(resource: &str) -> GaxResult<&str> {
         .ok_or_else(|| invalid(format!("invalid bucket resource name {resource:?}")))
 }
 
-fn valid_label_key(key: &str) -> bool {
-    let mut chars = key.chars();
-    chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && key.len() <= 63
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+/// Most labels a bucket may carry.
+pub const MAX_LABELS: usize = 64;
+/// Most lifecycle rules a bucket may carry.
+pub const MAX_LIFECYCLE_RULES: usize = 100;
+/// Most characters in a label key or value.
+const MAX_LABEL_CHARS: usize = 63;
+
+/// A lowercase letter in Google's label rules (`\p{Ll}` or `\p{Lo}`): any letter that is not
+/// upper case, so `é`, `ß` and CJK characters count, `A` and `É` do not.
+fn label_letter(c: char) -> bool {
+    c.is_alphabetic() && !c.is_uppercase()
 }
 
-fn valid_label_value(value: &str) -> bool {
-    value.len() <= 63
-        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+fn label_char(c: char) -> bool {
+    label_letter(c) || c.is_numeric() || c == '_' || c == '-'
+}
+
+/// Whether `key` is a valid GCS label key: `[\p{Ll}\p{Lo}][\p{Ll}\p{Lo}\p{N}_-]{0,62}`.
+pub fn is_valid_label_key(key: &str) -> bool {
+    let mut chars = key.chars();
+    chars.next().is_some_and(label_letter) && key.chars().count() <= MAX_LABEL_CHARS && chars.all(label_char)
+}
+
+/// Whether `value` is a valid GCS label value: `[\p{Ll}\p{Lo}\p{N}_-]{0,63}`.
+pub fn is_valid_label_value(value: &str) -> bool {
+    value.chars().count() <= MAX_LABEL_CHARS && value.chars().all(label_char)
+}
+
+/// Whether GCS reserves `name`: it starts with `goog`, or contains `google` or the close
+/// misspelling Google's naming rules give as example (`g00gle`: zeros for the o's). Other
+/// misspellings GCS may refuse are not modelled.
+pub fn is_reserved_bucket_name(name: &str) -> bool {
+    let folded = name.replace('0', "o");
+    name.starts_with("goog") || folded.contains("google")
 }
 
 fn validate_labels(labels: &HashMap<String, String>) -> GaxResult<()> {
-    if labels.len() > 64 {
-        return Err(invalid("a bucket may carry at most 64 labels"));
+    if labels.len() > MAX_LABELS {
+        return Err(invalid(format!("a bucket may carry at most {MAX_LABELS} labels")));
     }
     for (key, value) in labels {
-        if !valid_label_key(key) || !valid_label_value(value) {
+        if !is_valid_label_key(key) || !is_valid_label_value(value) {
             return Err(invalid(format!("invalid label {key:?}={value:?}")));
         }
     }
@@ -240,6 +310,21 @@ pub fn is_valid_kms_key(key: &str) -> bool {
         && [1, 3, 5, 7].iter().all(|i| !parts[*i].is_empty())
 }
 
+/// The location of a KMS key name (`projects/*/locations/<location>/...`).
+fn kms_key_location(key: &str) -> Option<&str> {
+    key.split('/').nth(3)
+}
+
+fn kms_key_of(bucket: &Bucket) -> &str {
+    bucket.encryption.as_ref().map(|e| e.default_kms_key.as_str()).unwrap_or_default()
+}
+
+/// The message GCS answers when its service agent may not use a bucket's default KMS key.
+pub const KMS_DENIED_MESSAGE: &str = "Permission denied on Cloud KMS key. Please ensure that your Cloud \
+     Storage service account has been authorized to use this key.";
+/// The organisation-policy constraint [`GcsControlPlane::require_cmek`] enforces.
+pub const CMEK_CONSTRAINT: &str = "constraints/gcp.restrictNonCmekServices";
+
 fn validate_encryption(encryption: Option<&GcsEncryption>) -> GaxResult<()> {
     match encryption {
         Some(e) if !e.default_kms_key.is_empty() && !is_valid_kms_key(&e.default_kms_key) => {
@@ -250,7 +335,14 @@ fn validate_encryption(encryption: Option<&GcsEncryption>) -> GaxResult<()> {
 }
 
 fn validate_lifecycle(lifecycle: Option<&Lifecycle>) -> GaxResult<()> {
-    for rule in lifecycle.map(|l| l.rule.as_slice()).unwrap_or_default() {
+    let rules = lifecycle.map(|l| l.rule.as_slice()).unwrap_or_default();
+    if rules.len() > MAX_LIFECYCLE_RULES {
+        return Err(invalid(format!(
+            "a bucket may carry at most {MAX_LIFECYCLE_RULES} lifecycle rules, not {}",
+            rules.len()
+        )));
+    }
+    for rule in rules {
         let action = rule.action.as_ref().map(|a| a.r#type.as_str()).unwrap_or_default();
         if !["Delete", "SetStorageClass", "AbortIncompleteMultipartUpload"].contains(&action) {
             return Err(invalid(format!("unknown lifecycle action {action:?}")));
@@ -270,9 +362,41 @@ fn validate_pap(value: &str) -> GaxResult<String> {
     }
 }
 
+/// The fields `*` replaces in an update: every mutable field the plane models.
+const MUTABLE_FIELDS: [&str; 9] = [
+    "labels",
+    "lifecycle",
+    "iam_config",
+    "encryption",
+    "versioning",
+    "storage_class",
+    "default_event_based_hold",
+    "soft_delete_policy",
+    "autoclass",
+];
+
 /// Applies one update-mask path from `from` onto `to`.
 fn apply_path(path: &str, from: &Bucket, to: &mut Bucket) -> GaxResult<()> {
+    if let Some(key) = path.strip_prefix("labels.") {
+        // One label: set from the patch, or removed when the patch does not carry it.
+        match from.labels.get(key) {
+            Some(value) if is_valid_label_key(key) && is_valid_label_value(value) => {
+                to.labels.insert(key.to_owned(), value.clone());
+            }
+            Some(value) => return Err(invalid(format!("invalid label {key:?}={value:?}"))),
+            None if is_valid_label_key(key) => {
+                to.labels.remove(key);
+            }
+            None => return Err(invalid(format!("invalid label key {key:?} in update mask"))),
+        }
+        return Ok(());
+    }
     match path {
+        "*" => {
+            for field in MUTABLE_FIELDS {
+                apply_path(field, from, to)?;
+            }
+        }
         "labels" => {
             validate_labels(&from.labels)?;
             to.labels = from.labels.clone();
@@ -329,6 +453,106 @@ fn apply_path(path: &str, from: &Bucket, to: &mut Bucket) -> GaxResult<()> {
     Ok(())
 }
 
+/// Top-level `Bucket` fields a read mask may name (the v2 API's field names).
+const BUCKET_FIELDS: [&str; 32] = [
+    "name",
+    "bucket_id",
+    "etag",
+    "project",
+    "metageneration",
+    "location",
+    "location_type",
+    "storage_class",
+    "rpo",
+    "acl",
+    "default_object_acl",
+    "lifecycle",
+    "create_time",
+    "cors",
+    "update_time",
+    "default_event_based_hold",
+    "labels",
+    "website",
+    "versioning",
+    "logging",
+    "owner",
+    "encryption",
+    "billing",
+    "retention_policy",
+    "iam_config",
+    "satisfies_pzs",
+    "custom_placement_config",
+    "autoclass",
+    "hierarchical_namespace",
+    "soft_delete_policy",
+    "object_retention",
+    "ip_filter",
+];
+
+/// Moves top-level field `field` of `from` onto `to`.
+fn take_field(field: &str, from: &mut Bucket, to: &mut Bucket) {
+    use std::mem::take;
+    match field {
+        "name" => to.name = take(&mut from.name),
+        "bucket_id" => to.bucket_id = take(&mut from.bucket_id),
+        "etag" => to.etag = take(&mut from.etag),
+        "project" => to.project = take(&mut from.project),
+        "metageneration" => to.metageneration = take(&mut from.metageneration),
+        "location" => to.location = take(&mut from.location),
+        "location_type" => to.location_type = take(&mut from.location_type),
+        "storage_class" => to.storage_class = take(&mut from.storage_class),
+        "rpo" => to.rpo = take(&mut from.rpo),
+        "acl" => to.acl = take(&mut from.acl),
+        "default_object_acl" => to.default_object_acl = take(&mut from.default_object_acl),
+        "lifecycle" => to.lifecycle = take(&mut from.lifecycle),
+        "create_time" => to.create_time = take(&mut from.create_time),
+        "cors" => to.cors = take(&mut from.cors),
+        "update_time" => to.update_time = take(&mut from.update_time),
+        "default_event_based_hold" => to.default_event_based_hold = take(&mut from.default_event_based_hold),
+        "labels" => to.labels = take(&mut from.labels),
+        "website" => to.website = take(&mut from.website),
+        "versioning" => to.versioning = take(&mut from.versioning),
+        "logging" => to.logging = take(&mut from.logging),
+        "owner" => to.owner = take(&mut from.owner),
+        "encryption" => to.encryption = take(&mut from.encryption),
+        "billing" => to.billing = take(&mut from.billing),
+        "retention_policy" => to.retention_policy = take(&mut from.retention_policy),
+        "iam_config" => to.iam_config = take(&mut from.iam_config),
+        "satisfies_pzs" => to.satisfies_pzs = take(&mut from.satisfies_pzs),
+        "custom_placement_config" => to.custom_placement_config = take(&mut from.custom_placement_config),
+        "autoclass" => to.autoclass = take(&mut from.autoclass),
+        "hierarchical_namespace" => to.hierarchical_namespace = take(&mut from.hierarchical_namespace),
+        "soft_delete_policy" => to.soft_delete_policy = take(&mut from.soft_delete_policy),
+        "object_retention" => to.object_retention = take(&mut from.object_retention),
+        "ip_filter" => to.ip_filter = take(&mut from.ip_filter),
+        _ => {}
+    }
+}
+
+/// `bucket` as a read with `mask` returns it: only the named fields (no mask, an empty one or
+/// `*`: all of them). Unknown paths are `INVALID_ARGUMENT`, as on GCS.
+fn read_masked(bucket: &Bucket, mask: Option<&FieldMask>) -> GaxResult<Bucket> {
+    let paths = match mask {
+        Some(mask) if !mask.paths.is_empty() => &mask.paths,
+        _ => return Ok(bucket.clone()),
+    };
+    if paths.iter().any(|p| p == "*") {
+        return Ok(bucket.clone());
+    }
+    let (mut source, mut out) = (bucket.clone(), Bucket::default());
+    for path in paths {
+        match path.as_str() {
+            field if BUCKET_FIELDS.contains(&field) => take_field(field, &mut source, &mut out),
+            "iam_config.uniform_bucket_level_access"
+            | "iam_config.uniform_bucket_level_access.enabled"
+            | "iam_config.public_access_prevention"
+            | "encryption.default_kms_key" => apply_path(path, bucket, &mut out)?,
+            other => return Err(invalid(format!("unknown read mask path {other:?}"))),
+        }
+    }
+    Ok(out)
+}
+
 /// An in-memory GCS bucket control plane. Cheap to clone; clones share the buckets.
 #[derive(Debug, Clone, Default)]
 pub struct GcsControlPlane {
@@ -373,6 +597,24 @@ impl GcsControlPlane {
     pub fn fail_next_on(&self, operation: &'static str, code: Code) {
         let message = format!("injected fault on {operation}: {}", code.name());
         self.lock().faults.push_back((Some(operation), code, message));
+    }
+
+    /// Gives `project` the organisation policy `constraints/gcp.restrictNonCmekServices` for
+    /// Cloud Storage: creating a bucket without a default KMS key is `FAILED_PRECONDITION`
+    /// naming the constraint, as GCS answers.
+    pub fn require_cmek(&self, project: &str) {
+        self.lock().cmek_required.insert(project.to_owned());
+    }
+
+    /// Takes the Cloud Storage service agent's permission to use KMS key `key` away: a create or
+    /// update that sets it as default key is `PERMISSION_DENIED` on the Cloud KMS key.
+    pub fn deny_kms_key(&self, key: &str) {
+        self.lock().denied_kms_keys.insert(key.to_owned());
+    }
+
+    /// The read mask paths of every GetBucket received, in order (`None`: sent without a mask).
+    pub fn read_masks(&self) -> Vec<Option<Vec<String>>> {
+        self.lock().read_masks.clone()
     }
 
     /// Makes reads of `bucket` fail with `PERMISSION_DENIED` and listings report it unreachable.
@@ -461,15 +703,18 @@ impl GcsControlPlane {
         self.lock().received.iter().filter(|r| r.is_write()).count() as u64
     }
 
-    /// Forgets the recorded requests (buckets are kept).
+    /// Forgets the recorded requests and read masks (buckets are kept).
     pub fn clear_received(&self) {
-        self.lock().received.clear();
+        let mut state = self.lock();
+        state.received.clear();
+        state.read_masks.clear();
     }
 
     fn get(&self, project: &str, req: GetBucketRequest) -> GaxResult<Bucket> {
         let mut state = self.lock();
         let name = short_name(&req.name)?.to_owned();
         state.received.push(Received::GetBucket { bucket: name.clone() });
+        state.read_masks.push(req.read_mask.as_ref().map(|m| m.paths.clone()));
         state.take_fault("GetBucket")?;
         let stored = state
             .buckets
@@ -479,7 +724,7 @@ impl GcsControlPlane {
             return Err(denied("storage.buckets.get", &name));
         }
         check_metageneration(&stored.bucket, req.if_metageneration_match, req.if_metageneration_not_match)?;
-        Ok(stored.bucket.clone())
+        read_masked(&stored.bucket, req.read_mask.as_ref())
     }
 
     fn create(&self, project: &str, req: CreateBucketRequest) -> GaxResult<Bucket> {
@@ -504,17 +749,35 @@ impl GcsControlPlane {
         if !is_valid_bucket_name(&req.bucket_id) {
             return Err(invalid(format!("invalid bucket name {:?}", req.bucket_id)));
         }
+        if is_reserved_bucket_name(&req.bucket_id) {
+            return Err(invalid(format!(
+                "invalid bucket name {:?}: names starting with \"goog\" or containing \"google\" are reserved",
+                req.bucket_id
+            )));
+        }
         if let Some(existing) = state.buckets.get(&req.bucket_id) {
+            // FAILED_PRECONDITION, not ALREADY_EXISTS: what GCS answers over gRPC.
             let message = if existing.project == project {
                 "Your previous request to create the named bucket succeeded and you already own it."
             } else {
-                "The requested bucket name is not available."
+                "The requested bucket name is not available. The bucket namespace is shared by all \
+                 users of the system. Please select a different name and try again."
             };
-            return Err(status(Code::AlreadyExists, message));
+            return Err(status(Code::FailedPrecondition, message));
         }
         validate_labels(&bucket.labels)?;
         validate_lifecycle(bucket.lifecycle.as_ref())?;
         validate_encryption(bucket.encryption.as_ref())?;
+        if state.cmek_required.contains(project) && kms_key_of(&bucket).is_empty() {
+            return Err(status(
+                Code::FailedPrecondition,
+                format!(
+                    "Request violates constraint '{CMEK_CONSTRAINT}' on the project resource: \
+                     storage.googleapis.com requires a customer-managed encryption key."
+                ),
+            ));
+        }
+        state.check_kms_use(kms_key_of(&bucket), &bucket.location)?;
         let iam = bucket.iam_config.get_or_insert_default();
         iam.public_access_prevention = validate_pap(&iam.public_access_prevention)?;
         if bucket.storage_class.is_empty() {
@@ -596,6 +859,15 @@ impl GcsControlPlane {
         for path in &paths {
             apply_path(path, &patch, &mut updated)?;
         }
+        validate_labels(&updated.labels)?;
+        let key = kms_key_of(&updated).to_owned();
+        if key != kms_key_of(&stored.bucket) {
+            let location = stored.bucket.location.clone();
+            state.check_kms_use(&key, &location)?;
+        }
+        let Some(stored) = state.buckets.get_mut(&name) else {
+            return Err(status(Code::NotFound, format!("bucket {name} not found")));
+        };
         updated.metageneration += 1;
         updated.etag = format!("CA{}", updated.metageneration);
         stored.bucket = updated.clone();
@@ -818,8 +1090,15 @@ impl Backdoor for GcsBackdoor {
         Ok(())
     }
 
-    async fn refuse_inspection(&self, name: &str) -> Result<()> {
-        if self.plane.refuse_inspection(name) { Ok(()) } else { Err(Error::bucket_not_found(name)) }
+    async fn refuse_inspection(&self, _name: &str) -> Result<()> {
+        // With storage.buckets.list, GCS lists every bucket of the project with its metadata:
+        // recovery never has to inspect a bucket it listed, so it has none to skip.
+        // (`GcsControlPlane::refuse_inspection` remains for the provider's own tests of a
+        // bucket it may list but not read.)
+        Err(Error::NotSupported {
+            operation: "make a listed bucket refuse inspection (GCS lists every bucket with its metadata)",
+            provider: "GCP",
+        })
     }
 
     async fn put_object(&self, bucket: &str, key: &str) -> Result<()> {
@@ -894,7 +1173,7 @@ mod tests {
         assert_eq!((created.location.as_str(), created.metageneration), ("EUROPE-WEST4", 1));
         for project in ["p1", "p2"] {
             let err = create(&plane, project, "bucket-a").expect_err("taken");
-            assert_eq!(code(err), Some(Code::AlreadyExists));
+            assert_eq!(code(err), Some(Code::FailedPrecondition), "GCS over gRPC");
         }
         let mut get = GetBucketRequest::default();
         get.name = bucket_resource("bucket-a");
@@ -918,7 +1197,7 @@ mod tests {
 
         let stale = plane.update("p", update("b-1", &["labels"], Bucket::default(), Some(1)));
         assert_eq!(code(stale.expect_err("stale")), Some(Code::FailedPrecondition));
-        let unknown = plane.update("p", update("b-1", &["labels.b"], Bucket::default(), None));
+        let unknown = plane.update("p", update("b-1", &["labelz"], Bucket::default(), None));
         assert_eq!(code(unknown.expect_err("unknown path")), Some(Code::InvalidArgument));
         let immutable = plane.update("p", update("b-1", &["location"], Bucket::default(), None));
         assert_eq!(code(immutable.expect_err("immutable")), Some(Code::InvalidArgument));
@@ -968,6 +1247,177 @@ mod tests {
         assert!(second.next_page_token.is_empty());
         req.parent = "projects/q".into();
         assert_eq!(code(plane.list("p", req).expect_err("other project")), Some(Code::PermissionDenied));
+    }
+
+    fn rules(n: usize) -> Lifecycle {
+        let rule = gcs_rule(&LifecycleRule {
+            id: String::new(),
+            prefix: "logs/".into(),
+            action: LifecycleAction::Expire { days: 3 },
+            enabled: true,
+        });
+        let mut lifecycle = Lifecycle::default();
+        lifecycle.rule = vec![rule; n];
+        lifecycle
+    }
+
+    fn create_with(
+        plane: &GcsControlPlane,
+        project: &str,
+        name: &str,
+        change: impl FnOnce(&mut Bucket),
+    ) -> GaxResult<Bucket> {
+        let mut bucket = Bucket::default();
+        bucket.project = format!("projects/{project}");
+        bucket.location = "europe-west4".into();
+        change(&mut bucket);
+        let mut req = CreateBucketRequest::default();
+        req.bucket_id = name.into();
+        req.bucket = Some(bucket);
+        plane.create(project, req)
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn reserved_names_and_more_than_100_lifecycle_rules_are_refused() {
+        let plane = GcsControlPlane::new();
+        for name in ["goog-backups", "googlebackups", "my-google-bucket", "my-g00gle-bucket"] {
+            let err = create(&plane, "p", name).expect_err(name);
+            assert_eq!(code(err), Some(Code::InvalidArgument), "{name}");
+        }
+        for name in ["gogle-backups", "managed-velero-backups-0f9e"] {
+            create(&plane, "p", name).expect(name);
+        }
+        create_with(&plane, "p", "rules-100", |b| b.lifecycle = Some(rules(100))).expect("100 rules");
+        let err = create_with(&plane, "p", "rules-101", |b| b.lifecycle = Some(rules(101))).expect_err("101");
+        assert_eq!(code(err), Some(Code::InvalidArgument));
+        let mut patch = Bucket::default();
+        patch.lifecycle = Some(rules(101));
+        let err = plane.update("p", update("rules-100", &["lifecycle"], patch, None)).expect_err("101");
+        assert_eq!(code(err), Some(Code::InvalidArgument));
+    }
+
+    #[test]
+    fn labels_follow_googles_rules_including_international_lowercase() {
+        let plane = GcsControlPlane::new();
+        let good = labels(&[("équipe", "données"), ("部門", "開発"), ("ключ", "значение-1"), ("a_b-9", "")]);
+        create_with(&plane, "p", "intl-ok", |b| b.labels = good.clone()).expect("international labels");
+        assert_eq!(plane.bucket("intl-ok").map(|b| b.labels), Some(good));
+        let long = "é".repeat(63);
+        create_with(&plane, "p", "intl-long", |b| b.labels = labels(&[(&long, &long)]))
+            .expect("63 characters");
+        let too_long = "a".repeat(64);
+        for bad in [
+            labels(&[("Équipe", "x")]),
+            labels(&[("team", "Données")]),
+            labels(&[("1team", "x")]),
+            labels(&[("_team", "x")]),
+            labels(&[("team", "a b")]),
+            labels(&[("team.name", "x")]),
+            labels(&[(too_long.as_str(), "x")]),
+            labels(&[("team", too_long.as_str())]),
+        ] {
+            let err = create_with(&plane, "p", "intl-bad", |b| b.labels = bad.clone()).expect_err("invalid");
+            assert_eq!(code(err), Some(Code::InvalidArgument), "{bad:?}");
+        }
+        let many: HashMap<String, String> = (0..65).map(|i| (format!("k{i}"), String::new())).collect();
+        let err = create_with(&plane, "p", "intl-bad", |b| b.labels = many).expect_err("65 labels");
+        assert_eq!(code(err), Some(Code::InvalidArgument));
+    }
+
+    #[test]
+    fn per_key_label_paths_and_the_star_path_are_accepted() {
+        let plane = GcsControlPlane::new();
+        create_with(&plane, "p", "mask-1", |b| b.labels = labels(&[("a", "1"), ("b", "2")])).expect("create");
+        let mut patch = Bucket::default();
+        patch.labels = labels(&[("c", "3"), ("a", "ignored")]);
+        let updated =
+            plane.update("p", update("mask-1", &["labels.c", "labels.b"], patch, None)).expect("per key");
+        assert_eq!(updated.labels, labels(&[("a", "1"), ("c", "3")]), "c set, b removed, a untouched");
+        let mut patch = Bucket::default();
+        patch.labels = labels(&[("Bad", "x")]);
+        let err = plane.update("p", update("mask-1", &["labels.Bad"], patch, None)).expect_err("bad key");
+        assert_eq!(code(err), Some(Code::InvalidArgument));
+
+        let mut patch = Bucket::default();
+        patch.labels = labels(&[("z", "26")]);
+        patch.storage_class = "NEARLINE".into();
+        let updated = plane.update("p", update("mask-1", &["*"], patch, None)).expect("star");
+        assert_eq!(updated.labels, labels(&[("z", "26")]));
+        assert_eq!(updated.storage_class, "NEARLINE");
+        assert_eq!(updated.location, "EUROPE-WEST4", "output-only fields are kept");
+    }
+
+    #[test]
+    fn get_bucket_returns_only_the_fields_its_read_mask_names() {
+        let plane = GcsControlPlane::new();
+        create(&plane, "p", "read-1").expect("create");
+        let mut req = GetBucketRequest::default();
+        req.name = bucket_resource("read-1");
+        req.read_mask =
+            Some(FieldMask::default().set_paths(["labels", "iam_config.public_access_prevention"]));
+        let masked = plane.get("p", req.clone()).expect("masked");
+        assert_eq!(masked.labels, labels(&[("a", "1")]));
+        assert_eq!(masked.iam_config.map(|i| i.public_access_prevention), Some(PAP_INHERITED.to_owned()));
+        assert_eq!((masked.location.as_str(), masked.metageneration, masked.name.as_str()), ("", 0, ""));
+        assert_eq!(plane.read_masks().last().cloned().flatten().map(|m| m.len()), Some(2));
+
+        req.read_mask = Some(FieldMask::default().set_paths(["*"]));
+        assert_eq!(plane.get("p", req.clone()).expect("star"), plane.bucket("read-1").expect("stored"));
+        req.read_mask = None;
+        assert_eq!(plane.get("p", req.clone()).expect("no mask"), plane.bucket("read-1").expect("stored"));
+        req.read_mask = Some(FieldMask::default().set_paths(["lables"]));
+        assert_eq!(code(plane.get("p", req).expect_err("unknown path")), Some(Code::InvalidArgument));
+    }
+
+    const KEY: &str = "projects/p/locations/europe-west4/keyRings/r/cryptoKeys/k";
+
+    fn with_key(key: &str) -> impl FnOnce(&mut Bucket) + '_ {
+        move |b: &mut Bucket| {
+            let mut encryption = GcsEncryption::default();
+            encryption.default_kms_key = key.to_owned();
+            b.encryption = Some(encryption);
+        }
+    }
+
+    #[test]
+    fn organisation_policy_and_cloud_kms_refusals_answer_as_gcs() {
+        let plane = GcsControlPlane::new();
+        plane.require_cmek("strict");
+        let err = create(&plane, "strict", "cmek-1").expect_err("policy");
+        let status = err.status().cloned().expect("status");
+        assert_eq!(status.code, Code::FailedPrecondition);
+        assert!(status.message.contains(CMEK_CONSTRAINT), "{}", status.message);
+        assert!(plane.bucket("cmek-1").is_none());
+        create_with(&plane, "strict", "cmek-1", with_key(KEY)).expect("with a key");
+
+        let elsewhere = "projects/p/locations/us/keyRings/r/cryptoKeys/k";
+        let err = create_with(&plane, "p", "kms-2", with_key(elsewhere)).expect_err("wrong location");
+        assert_eq!(code(err), Some(Code::InvalidArgument));
+
+        plane.deny_kms_key(KEY);
+        let err = create_with(&plane, "p", "kms-3", with_key(KEY)).expect_err("agent denied");
+        let status = err.status().cloned().expect("status");
+        assert_eq!(status.code, Code::PermissionDenied);
+        assert!(status.message.contains("Cloud KMS key"), "{}", status.message);
+        create(&plane, "p", "kms-4").expect("no key");
+        let mut patch = Bucket::default();
+        with_key(KEY)(&mut patch);
+        let err = plane.update("p", update("kms-4", &["encryption.default_kms_key"], patch, None));
+        assert_eq!(code(err.expect_err("agent denied on update")), Some(Code::PermissionDenied));
+        assert_eq!(plane.bucket("kms-4").map(|b| b.encryption), Some(None), "refused updates change nothing");
+    }
+
+    #[tokio::test]
+    async fn the_backdoor_does_not_offer_uninspectable_buckets() {
+        let plane = GcsControlPlane::new();
+        let backdoor = GcsBackdoor::new(plane.clone(), "p");
+        backdoor.create_plain_bucket("listed-1", "europe-west4", Tags::new()).await.expect("create");
+        let err = backdoor.refuse_inspection("listed-1").await.expect_err("GCS lists metadata");
+        assert!(matches!(err, Error::NotSupported { .. }), "{err}");
     }
 
     #[test]

@@ -671,4 +671,22 @@ mod tests {
         assert_eq!(err.category(), "Throttled");
         assert!(err.is_retryable());
     }
+
+    #[test]
+    fn refusals_and_unusable_keys_are_bucket_conditions_that_wait_for_a_person() {
+        for (source, reason) in [
+            (
+                mvo_core::Error::Refused { message: "constraints/gcp.restrictNonCmekServices".into() },
+                "Refused",
+            ),
+            (
+                mvo_core::Error::EncryptionKeyUnusable { key: "k".into(), message: "service agent".into() },
+                "EncryptionKeyUnusable",
+            ),
+        ] {
+            let err = Error::EnsureBucket { bucket: "b".into(), source };
+            assert_eq!((err.category(), err.condition()), (reason, BUCKET_READY));
+            assert!(!err.is_retryable(), "{reason}");
+        }
+    }
 }

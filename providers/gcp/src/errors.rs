@@ -6,8 +6,17 @@
 //! UNAVAILABLE/DEADLINE_EXCEEDED/INTERNAL/ABORTED/5xx, timeouts and connection failures ->
 //! `Unavailable`, UNAUTHENTICATED/401 and credential failures -> `Unauthenticated`,
 //! FAILED_PRECONDITION/412 (our metageneration precondition: the bucket changed meanwhile) ->
-//! `Unavailable`, so the next check re-reads and retries. ALREADY_EXISTS is not mapped here: the
-//! store decides between "ours" and `AlreadyOwnedByOther` ([`is_conflict`]); the rest -> `Provider`.
+//! `Unavailable`, so the next check re-reads and retries; the rest -> `Provider`.
+//!
+//! Cloud KMS refusals of a call that sets a default key are not the operator's permissions: a
+//! PERMISSION_DENIED mentioning Cloud KMS means the project's Cloud Storage service agent may not
+//! use the key, an INVALID_ARGUMENT mentioning it that the key cannot serve the bucket's location.
+//! Both -> `EncryptionKeyUnusable`, naming the key and the service agent.
+//!
+//! CreateBucket is special ([`is_create_conflict`]): over gRPC a taken name is
+//! FAILED_PRECONDITION (ALREADY_EXISTS/409 over HTTP), and so is an organisation-policy refusal.
+//! The store re-reads the name to tell them apart; [`create_conflict_without_bucket`] says what
+//! the failure means when the name does not exist.
 
 use google_cloud_gax::error::{Error as GaxError, rpc::Code};
 use mvo_core::Error;
@@ -21,17 +30,50 @@ pub(crate) struct Call<'a> {
     pub permission: &'static str,
     /// The bucket, when the call is about one.
     pub bucket: Option<&'a str>,
+    /// The default KMS key the call sets, if any.
+    pub kms_key: Option<&'a str>,
+    /// The bucket's project as GCS reports it (`projects/<number>`), when known.
+    pub project: Option<&'a str>,
 }
 
 impl<'a> Call<'a> {
     /// A call about `bucket`.
     pub fn on(permission: &'static str, bucket: &'a str) -> Self {
-        Call { permission, bucket: Some(bucket) }
+        Call { permission, bucket: Some(bucket), kms_key: None, project: None }
     }
 
     /// A call about no particular bucket (listing).
     pub fn global(permission: &'static str) -> Self {
-        Call { permission, bucket: None }
+        Call { permission, bucket: None, kms_key: None, project: None }
+    }
+
+    /// The call sets `key` as default KMS key (empty: Google-managed, no key).
+    pub fn setting_key(self, key: &'a str) -> Self {
+        Call { kms_key: Some(key).filter(|k| !k.is_empty()), ..self }
+    }
+
+    /// The bucket belongs to `project` (`projects/<number>`, as GCS reports it).
+    pub fn in_project(self, project: &'a str) -> Self {
+        Call { project: Some(project).filter(|p| !p.is_empty()), ..self }
+    }
+
+    /// The Cloud Storage service agent that uses KMS keys for the bucket: by address when the
+    /// project number is known (GCS reports `projects/<number>` on a bucket it has read).
+    fn service_agent(&self) -> String {
+        let number = self
+            .project
+            .and_then(|p| p.strip_prefix("projects/"))
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        match number {
+            Some(number) => {
+                format!(
+                    "the Cloud Storage service agent service-{number}@gs-project-accounts.iam.gserviceaccount.com"
+                )
+            }
+            None => "the project's Cloud Storage service agent \
+                     (service-<project number>@gs-project-accounts.iam.gserviceaccount.com)"
+                .to_owned(),
+        }
     }
 
     fn what(&self) -> String {
@@ -50,6 +92,30 @@ pub(crate) fn code(err: &GaxError) -> Option<Code> {
 /// True for "the bucket name exists" (gRPC ALREADY_EXISTS, HTTP 409).
 pub(crate) fn is_conflict(err: &GaxError) -> bool {
     code(err) == Some(Code::AlreadyExists) || (err.status().is_none() && err.http_status_code() == Some(409))
+}
+
+/// True when a CreateBucket failed because the name may exist: gRPC FAILED_PRECONDITION (what
+/// GCS answers over gRPC for a taken name, but also for an organisation-policy refusal) or a
+/// conflict. The caller must re-read the name to know which.
+pub(crate) fn is_create_conflict(err: &GaxError) -> bool {
+    is_conflict(err) || code(err) == Some(Code::FailedPrecondition)
+}
+
+/// What a CreateBucket that failed with [`is_create_conflict`] means when the name turns out not
+/// to exist: after ALREADY_EXISTS/409 the bucket existed and vanished since (retryable); after
+/// FAILED_PRECONDITION an organisation policy or the project's state refused the bucket as asked
+/// (`Refused`, with the create's message, not retryable).
+pub(crate) fn create_conflict_without_bucket(err: &GaxError, call: Call<'_>) -> Error {
+    if is_conflict(err) {
+        return Error::Unavailable {
+            message: format!("{}: the bucket existed at create and vanished since; will retry", call.what()),
+        };
+    }
+    let cloud = match err.status() {
+        Some(status) => format!("{} {}", status.code.name(), status.message),
+        None => err.to_string(),
+    };
+    Error::Refused { message: format!("{}: {cloud}", call.what()) }
 }
 
 /// True for "no such bucket" (gRPC NOT_FOUND, HTTP 404).
@@ -76,6 +142,9 @@ pub(crate) fn map(err: GaxError, call: Call<'_>) -> Error {
     }
     if let Some(status) = err.status() {
         let message = format!("{what}: {} {}", status.code.name(), status.message);
+        if let Some(mapped) = kms_refusal(status.code, &status.message, call, &message) {
+            return mapped;
+        }
         if let Some(mapped) = classify_code(status.code, call, message) {
             return mapped;
         }
@@ -88,6 +157,27 @@ pub(crate) fn map(err: GaxError, call: Call<'_>) -> Error {
         return Error::Unavailable { message: format!("{what}: {err}") };
     }
     Error::Provider { provider: PLATFORM, source: Box::new(err) }
+}
+
+/// `EncryptionKeyUnusable` when a call setting a KMS key was refused over that key.
+fn kms_refusal(code: Code, cloud_message: &str, call: Call<'_>, message: &str) -> Option<Error> {
+    let key = call.kms_key?;
+    if !cloud_message.to_ascii_lowercase().contains("kms") {
+        return None;
+    }
+    let agent = call.service_agent();
+    let why = match code {
+        Code::PermissionDenied => format!(
+            "{agent} is not allowed to use it; grant it roles/cloudkms.cryptoKeyEncrypterDecrypter \
+             on the key (the operator's own permissions are not the problem)"
+        ),
+        Code::InvalidArgument => format!(
+            "the key must be in the bucket's location (and usable by {agent}); use a key of the \
+             bucket's location in spec.storageBucket.kmsKeyName"
+        ),
+        _ => return None,
+    };
+    Some(Error::EncryptionKeyUnusable { key: key.to_owned(), message: format!("{why} ({message})") })
 }
 
 /// The variant for a gRPC status code; `None` for "anything else".
@@ -162,6 +252,53 @@ mod tests {
         let err = map(service(Code::FailedPrecondition), Call::on("storage.buckets.update", "b"));
         assert!(err.is_retryable(), "{err}");
         assert!(err.to_string().contains("changed meanwhile"), "{err}");
+    }
+
+    fn status(code: Code, message: &str) -> GaxError {
+        GaxError::service(Status::default().set_code(code).set_message(message))
+    }
+
+    const KEY: &str = "projects/p/locations/europe-west4/keyRings/r/cryptoKeys/k";
+
+    #[test]
+    fn kms_refusals_name_the_key_and_the_service_agent() {
+        let denied = status(Code::PermissionDenied, "Permission denied on Cloud KMS key.");
+        let call = Call::on("storage.buckets.update", "b").setting_key(KEY).in_project("projects/1234");
+        let err = map(denied, call);
+        assert!(matches!(&err, Error::EncryptionKeyUnusable { key, .. } if key == KEY), "{err}");
+        assert!(!err.is_retryable());
+        let text = err.to_string();
+        assert!(text.contains("service-1234@gs-project-accounts.iam.gserviceaccount.com"), "{text}");
+        assert!(text.contains(KEY), "{text}");
+
+        let denied = status(Code::PermissionDenied, "Permission denied on Cloud KMS key.");
+        let text = map(denied, Call::on("storage.buckets.create", "b").setting_key(KEY)).to_string();
+        assert!(text.contains("the project's Cloud Storage service agent"), "{text}");
+
+        let location = status(Code::InvalidArgument, "Cloud KMS key is in location \"us\"");
+        let err = map(location, Call::on("storage.buckets.create", "b").setting_key(KEY));
+        assert_eq!(err.category(), "EncryptionKeyUnusable", "{err}");
+        assert!(err.to_string().contains("bucket's location"), "{err}");
+
+        // Without a key in the call, or without KMS in the message, nothing changes.
+        let plain = status(Code::PermissionDenied, "caller does not have storage.buckets.update");
+        let call = Call::on("storage.buckets.update", "b").setting_key(KEY);
+        assert_eq!(map(plain, call).category(), "PermissionDenied");
+        let kms = status(Code::PermissionDenied, "Permission denied on Cloud KMS key.");
+        assert_eq!(map(kms, Call::on("storage.buckets.update", "b")).category(), "PermissionDenied");
+    }
+
+    #[test]
+    fn create_refusals_are_not_retryable_and_keep_the_cloud_message() {
+        let policy = status(Code::FailedPrecondition, "violates constraints/gcp.restrictNonCmekServices");
+        assert!(is_create_conflict(&policy));
+        let err = create_conflict_without_bucket(&policy, Call::on("storage.buckets.create", "b"));
+        assert!(matches!(err, Error::Refused { .. }), "{err}");
+        assert!(!err.is_retryable());
+        assert!(err.to_string().contains("constraints/gcp.restrictNonCmekServices"), "{err}");
+        // A real conflict whose bucket is gone by the re-read is a race, retried.
+        let vanished = create_conflict_without_bucket(&service(Code::AlreadyExists), Call::on("c", "b"));
+        assert!(matches!(vanished, Error::Unavailable { .. }) && vanished.is_retryable(), "{vanished}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use google_cloud_gax::error::Error as GaxError;
 use google_cloud_storage::model::{Bucket, ListBucketsResponse};
 use google_cloud_wkt::FieldMask;
 
-use crate::client::ClientSource;
+use crate::{client::ClientSource, settings};
 
 /// Operation names as counted.
 pub const GET_BUCKET: &str = "GetBucket";
@@ -49,7 +49,11 @@ impl Control {
 
     pub(crate) async fn get_bucket(&self, resource: String) -> Result<Bucket, GaxError> {
         let client = self.source.client().await?;
-        self.counted(GET_BUCKET, client.get_bucket().set_name(resource).send()).await
+        let request = client
+            .get_bucket()
+            .set_name(resource)
+            .set_read_mask(FieldMask::default().set_paths(settings::READ_MASK));
+        self.counted(GET_BUCKET, request.send()).await
     }
 
     pub(crate) async fn list_buckets(

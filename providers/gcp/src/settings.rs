@@ -49,6 +49,12 @@ pub(crate) const PATH_PAP: &str = "iam_config.public_access_prevention";
 pub(crate) const PATH_LIFECYCLE: &str = "lifecycle";
 pub(crate) const PATH_LABELS: &str = "labels";
 
+/// The read mask of every GetBucket: exactly the fields [`observe`], [`patch`] and the store's
+/// ownership check and update precondition use. GCS returns nothing else, so a field read here
+/// but missing from the mask would read as unset (and as drift) in production.
+pub(crate) const READ_MASK: [&str; 8] =
+    ["bucket_id", "project", "metageneration", "location", "labels", "lifecycle", "iam_config", "encryption"];
+
 /// The resource name of bucket `name` in the gRPC API.
 pub(crate) fn resource(name: &str) -> String {
     format!("projects/_/buckets/{name}")

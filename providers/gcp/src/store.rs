@@ -1,7 +1,9 @@
 //! [`GcsStore`]: the GCS [`ObjectStore`] of SPEC 5.2 on `StorageControl`. One GetBucket per
 //! check, at most one UpdateBucket whose mask names only the drifted fields (guarded by the
-//! bucket's metageneration), creation with every setting in the create call, the 409 "ours or
-//! theirs" decision, and recovery by owner labels.
+//! bucket's metageneration), creation with every setting in the create call, the "ours or
+//! theirs" decision when the name exists (FAILED_PRECONDITION over gRPC, 409 over HTTP), a
+//! non-retryable refusal when a create fails so and the name does not exist (an organisation
+//! policy), and recovery by owner labels.
 //!
 //! A compliant bucket costs one read and no write. Nothing is ever deleted: [`Control`] cannot
 //! issue DeleteBucket or any object call.
@@ -10,7 +12,8 @@ use async_trait::async_trait;
 use google_cloud_gax::error::Error as GaxError;
 use google_cloud_storage::model::Bucket;
 use mvo_core::{
-    BucketReport, BucketSpec, BucketState, Error, ObjectStore, Owner, Recovery, Result, owner::gcs_label,
+    BucketReport, BucketSpec, BucketState, Encryption, Error, ObjectStore, Owner, Recovery, Result, Setting,
+    owner::gcs_label,
 };
 
 use crate::{
@@ -19,6 +22,23 @@ use crate::{
     metering::Control,
     settings::{self, Observed},
 };
+
+/// What a CreateBucket came to.
+enum Created {
+    /// The bucket was created, as GCS returned it.
+    Bucket(Box<Bucket>),
+    /// The name may exist (FAILED_PRECONDITION over gRPC, 409); if it does not, this is the
+    /// error to report.
+    MaybeTaken(Error),
+}
+
+/// The default KMS key the spec asks for; empty for Google-managed encryption.
+fn spec_key(spec: &BucketSpec) -> &str {
+    match &spec.encryption {
+        Encryption::Kms { key } => key,
+        Encryption::ProviderManaged => "",
+    }
+}
 
 /// The GCS bucket operations of one project in one region.
 #[derive(Debug, Clone)]
@@ -107,13 +127,16 @@ impl GcsStore {
         }
     }
 
-    /// Creates the bucket with every setting; `Ok(None)` when the name exists (409).
-    async fn create(&self, spec: &BucketSpec) -> Result<Option<Bucket>> {
+    /// Creates the bucket with every setting.
+    async fn create(&self, spec: &BucketSpec) -> Result<Created> {
         let bucket = settings::new_bucket(spec, &self.project);
+        let call = Call::on(iam::CREATE, &spec.name).setting_key(spec_key(spec));
         match self.control.create_bucket(&spec.name, bucket).await {
-            Ok(created) => Ok(Some(created)),
-            Err(err) if errors::is_conflict(&err) => Ok(None),
-            Err(err) => Err(errors::map(err, Call::on(iam::CREATE, &spec.name))),
+            Ok(created) => Ok(Created::Bucket(Box::new(created))),
+            Err(err) if errors::is_create_conflict(&err) => {
+                Ok(Created::MaybeTaken(errors::create_conflict_without_bucket(&err, call)))
+            }
+            Err(err) => Err(errors::map(err, call)),
         }
     }
 
@@ -125,11 +148,13 @@ impl GcsStore {
             return Ok(BucketReport { created: false, corrected, state: observed.state });
         }
         let (patch, paths) = settings::patch(spec, &bucket, &observed, &corrected);
+        let key = if corrected.contains(&Setting::Encryption) { spec_key(spec) } else { "" };
+        let call = Call::on(iam::UPDATE, &spec.name).setting_key(key).in_project(&bucket.project);
         let updated = self
             .control
             .update_bucket(patch, paths, bucket.metageneration)
             .await
-            .map_err(|e: GaxError| errors::map(e, Call::on(iam::UPDATE, &spec.name)))?;
+            .map_err(|e: GaxError| errors::map(e, call))?;
         tracing::info!(bucket = %spec.name, ?corrected, "corrected bucket drift");
         Ok(BucketReport { created: false, corrected, state: settings::observe(&updated).state })
     }
@@ -172,19 +197,19 @@ impl ObjectStore for GcsStore {
         let existing = match self.get_for_ensure(&spec.name).await? {
             Some(bucket) => bucket,
             None => match self.create(spec).await? {
-                Some(created) => {
+                Created::Bucket(created) => {
                     tracing::info!(bucket = %spec.name, location = %created.location, "created bucket");
                     let state = settings::observe(&created).state;
                     return Ok(BucketReport { created: true, corrected: Vec::new(), state });
                 }
-                // 409: created meanwhile (a crashed or concurrent attempt of ours) or taken by
-                // someone else. Read it again and decide by project and labels.
-                None => self.get_for_ensure(&spec.name).await?.ok_or_else(|| Error::Unavailable {
-                    message: format!(
-                        "bucket {:?} existed at create and vanished since; will retry",
-                        spec.name
-                    ),
-                })?,
+                // The name may exist: created meanwhile (a crashed or concurrent attempt of ours)
+                // or taken by someone else. Read it again and decide by project and labels. If it
+                // does not exist, the create was refused for another reason (an organisation
+                // policy): report that, not a retry that can never succeed.
+                Created::MaybeTaken(refusal) => match self.get_for_ensure(&spec.name).await? {
+                    Some(existing) => existing,
+                    None => return Err(refusal),
+                },
             },
         };
         self.check_ownership(spec, &existing).await?;

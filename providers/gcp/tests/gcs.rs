@@ -7,4 +7,5 @@ mod gcs {
     mod contract;
     mod credentials;
     mod store;
+    mod strictness;
 }
