@@ -179,7 +179,7 @@ export GOROOT="$TC/root/usr/lib/go-$GOVER" GOPATH="$BW/gopath:$TC/root/usr/share
 if [ $GO_TEST = 1 ]; then   # the packages below the wrapper that have tests
   TESTPKGS=$(cd "$PKG" && find . -mindepth 2 -name '*_test.go' -printf '%h\n' | sort -u | sed "s|^\.|$BIN_NAME|")
   # shellcheck disable=SC2086
-  (cd "$PKG" && "$GOROOT/bin/go" test -count=1 $TESTPKGS)
+  (cd "$PKG" && "$GOROOT/bin/go" test -trimpath -count=1 $TESTPKGS)   # -trimpath as the build: reuses its cache
   exit $?
 fi
 echo "build-apiserver: go $("$GOROOT/bin/go" env GOVERSION) building $BIN_NAME (Go build cache $GOCACHE)" >&2
