@@ -3,7 +3,8 @@
 //! Module map: [`cli`] (flags), [`crd`] (the VeleroInstall API), [`infrastructure`] (cluster facts),
 //! [`providers`] (which clouds are linked), [`startup`] (facts -> provider, CRD probe),
 //! [`controller`] and [`reconcile`] (the work), [`metrics`], [`http`] (metrics and probes),
-//! [`leader`] (Lease election), [`telemetry`] (logs), [`app`] (the subcommands).
+//! [`leader`] (Lease election), [`mvo_lock`] (waiting for the Go MVO's lock), [`telemetry`] (logs),
+//! [`app`] (the subcommands).
 
 pub mod app;
 pub mod cli;
@@ -13,6 +14,7 @@ pub mod http;
 pub mod infrastructure;
 pub mod leader;
 pub mod metrics;
+pub mod mvo_lock;
 pub mod providers;
 pub mod reconcile;
 pub mod startup;

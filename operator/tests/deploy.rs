@@ -148,7 +148,7 @@ fn strings(value: &Value) -> Vec<&str> {
 
 fn operator_credentials_request<'a>(manifests: &'a [Manifest], cloud: &str) -> &'a Manifest {
     let name = format!("{CREDENTIALS_SECRET}-{cloud}");
-    find(manifests, "CredentialsRequest", Some("openshift-cloud-credential-operator"), &name)
+    find(manifests, "CredentialsRequest", Some(NAMESPACE), &name)
 }
 
 #[test]
