@@ -7,6 +7,7 @@ CRATES := mvo-core mvo-provider-aws mvo-provider-gcp mvo-testkit mvo-operator
 
 ## Run every test of the workspace (builds the local environment first when it is not cached).
 test: testenv
+	testkit/scripts/build-apiserver.sh --go-test
 	$(CARGO) test --workspace --all-targets --locked
 
 ## Measure the SPEC 14 budgets against the local environment (release build).

@@ -38,7 +38,8 @@ impl Operator {
                 "--metrics-addr",
                 "127.0.0.1:0",
             ])
-            .env("KUBECONFIG", env.kubeconfig_path())
+            // deploy/'s RBAC is applied by the test before (KubeEnv::operator_kubeconfig).
+            .env("KUBECONFIG", env.operator_kubeconfig_path())
             .env("WATCH_NAMESPACE", NAMESPACE)
             .env("POD_NAME", pod)
             .env_remove("RUST_LOG")
@@ -106,6 +107,7 @@ async fn one_replica_leads_and_a_standby_takes_over() {
     let status = json!({"apiVersion": "config.openshift.io/v1", "kind": "Infrastructure",
         "status": {"infrastructureName": "c1", "platformStatus": {"type": "AWS", "aws": {"region": "eu-west-1"}}}});
     infra.patch_status("cluster", &params, &Patch::Apply(&status)).await.expect("status");
+    env.operator_kubeconfig(&[]).await.expect("deploy/ RBAC");
 
     let mut first = Operator::start(&env, "replica-a");
     let serving = first

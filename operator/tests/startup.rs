@@ -72,7 +72,7 @@ impl Cluster {
                 "--metrics-addr",
                 "127.0.0.1:0",
             ])
-            .env("KUBECONFIG", self.env.kubeconfig_path())
+            .env("KUBECONFIG", self.env.operator_kubeconfig(&[]).await.expect("deploy/ RBAC"))
             .env("WATCH_NAMESPACE", "openshift-velero")
             .env_remove("RUST_LOG")
             .kill_on_drop(true)
@@ -162,7 +162,7 @@ async fn a_suitable_cluster_passes_startup_and_stops_on_sigterm() {
 
     let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_managed-velero-operator"))
         .args(["run", "--leader-election", "false", "--log-format", "json", "--metrics-addr", "127.0.0.1:0"])
-        .env("KUBECONFIG", cluster.env.kubeconfig_path())
+        .env("KUBECONFIG", cluster.env.operator_kubeconfig(&[]).await.expect("deploy/ RBAC"))
         .env("WATCH_NAMESPACE", "openshift-velero")
         .env_remove("RUST_LOG")
         .stderr(std::process::Stdio::piped())

@@ -90,6 +90,8 @@ impl Local {
         std::fs::create_dir_all(&credentials)?;
         std::fs::write(credentials.join("aws_access_key_id"), "AKIADEMO")?;
         std::fs::write(credentials.join("aws_secret_access_key"), "demo-secret-key")?;
+        // The operator runs as its ServiceAccount with exactly deploy/'s RBAC.
+        kube.operator_kubeconfig(&[]).await?;
         Ok(Local { kube, s3, client, work, credentials })
     }
 
@@ -98,7 +100,7 @@ impl Local {
         let mut command = Command::new(operator_binary()?);
         command
             .args(args)
-            .env("KUBECONFIG", self.kube.kubeconfig_path())
+            .env("KUBECONFIG", self.kube.operator_kubeconfig_path())
             .env("MVO_CLOUD_ENDPOINT", self.s3.endpoint())
             .env("MVO_CREDENTIALS_DIR", &self.credentials)
             .env("NO_COLOR", "1")
