@@ -57,7 +57,7 @@ impl Fixture {
         let client = env.client().await.expect("client");
         CRDS.get_or_init(|| async { install(&client).await }).await;
         let namespace = env.namespace(&client, "velero").await.expect("namespace");
-        let operator = operator_client(&env, &client, &namespace).await;
+        let operator = operator_client(env, &client, &namespace).await;
         Self::on(client, operator, namespace, platform, short_lived)
     }
 
