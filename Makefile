@@ -16,6 +16,7 @@ bench: testenv
 
 ## Build and cache the local environment outside the repo: etcd + test API server, moto venv.
 testenv:
+	testkit/scripts/check-prereqs.sh
 	testkit/scripts/build-apiserver.sh
 	testkit/scripts/install-moto.sh
 
