@@ -317,15 +317,18 @@ fn descriptors(schema: &Value, prefix: &str, out: &mut Vec<Value>) {
 /// `backupRetentionDays` -> `Backup Retention Days`.
 fn display_name(field: &str) -> String {
     let mut out = String::new();
-    for (i, c) in field.chars().enumerate() {
-        if i == 0 {
+    let mut previous_upper = true;
+    for c in field.chars() {
+        if out.is_empty() {
             out.extend(c.to_uppercase());
         } else {
-            if c.is_uppercase() && !field[..i].ends_with(|p: char| p.is_uppercase()) {
+            // A new word at a lower-to-upper step; `kmsKeyID` keeps `ID` together.
+            if c.is_uppercase() && !previous_upper {
                 out.push(' ');
             }
             out.push(c);
         }
+        previous_upper = c.is_uppercase();
     }
     out
 }
