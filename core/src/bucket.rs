@@ -203,27 +203,40 @@ pub struct BucketSpec {
     pub owner: Owner,
     /// Default encryption.
     pub encryption: Encryption,
-    /// Days after which objects under `backups/` expire.
-    pub retention_days: u32,
+    /// Days after which objects under `backups/` expire; `None` for no expiry rule at all (a
+    /// bucket adopted by opt-in whose spec does not ask for one).
+    pub retention_days: Option<u32>,
+    /// The expiry, in days, of the rule this operator applied last (recorded by the caller).
+    /// Identifies the managed rule where the cloud has no rule IDs (GCS), so a user's own rule on
+    /// `backups/` of another age is foreign and kept, never taken for ours by its shape.
+    pub applied_retention_days: Option<u32>,
 }
 
 impl BucketSpec {
-    /// The managed lifecycle rules: expiry of `backups/` and abort of incomplete uploads.
+    /// The managed lifecycle rules: expiry of `backups/` (when a retention is set) and abort of
+    /// incomplete uploads.
     pub fn managed_lifecycle(&self) -> Vec<LifecycleRule> {
-        vec![
-            LifecycleRule {
-                id: BACKUP_EXPIRY_RULE_ID.into(),
-                prefix: BACKUPS_PREFIX.into(),
-                action: LifecycleAction::Expire { days: self.retention_days },
-                enabled: true,
-            },
-            LifecycleRule {
-                id: ABORT_UPLOADS_RULE_ID.into(),
-                prefix: String::new(),
-                action: LifecycleAction::AbortIncompleteUpload { days: ABORT_INCOMPLETE_UPLOAD_DAYS },
-                enabled: true,
-            },
-        ]
+        let expiry = self.retention_days.map(|days| LifecycleRule {
+            id: BACKUP_EXPIRY_RULE_ID.into(),
+            prefix: BACKUPS_PREFIX.into(),
+            action: LifecycleAction::Expire { days },
+            enabled: true,
+        });
+        let abort = LifecycleRule {
+            id: ABORT_UPLOADS_RULE_ID.into(),
+            prefix: String::new(),
+            action: LifecycleAction::AbortIncompleteUpload { days: ABORT_INCOMPLETE_UPLOAD_DAYS },
+            enabled: true,
+        };
+        expiry.into_iter().chain([abort]).collect()
+    }
+
+    /// The ages an ID-less `backups/` expiry rule may have to be the managed one: the one this
+    /// operator applied last and the one it would write now. Any other age is a user's rule.
+    pub fn managed_expiry_ages(&self) -> Vec<u32> {
+        let mut ages: Vec<u32> = self.applied_retention_days.into_iter().chain(self.retention_days).collect();
+        ages.dedup();
+        ages
     }
 
     /// The bucket as it is right after a create: every setting as desired, owner identity as
@@ -299,7 +312,7 @@ impl BucketState {
     /// Tags are compared in S3 form when `labels` is false and in sanitised GCS form when true.
     pub fn drift(&self, spec: &BucketSpec, labels: bool) -> Vec<Setting> {
         let mut drifted = Vec::new();
-        if self.encryption.as_ref() != Some(&spec.encryption) {
+        if !self.encryption_satisfies(&spec.encryption) {
             drifted.push(Setting::Encryption);
         }
         if !self.public_access.is_fully_blocked() {
@@ -317,6 +330,19 @@ impl BucketState {
             drifted.push(Setting::Tags);
         }
         drifted
+    }
+}
+
+impl BucketState {
+    /// Whether the bucket's encryption meets `wanted`. Enforcement never weakens a setting: a
+    /// customer-managed key on the bucket satisfies the provider-managed default, so a bucket
+    /// someone moved to SSE-KMS is not switched back to AES256. A specific key must be that key.
+    pub fn encryption_satisfies(&self, wanted: &Encryption) -> bool {
+        match (&self.encryption, wanted) {
+            (None, _) => false,
+            (Some(_), Encryption::ProviderManaged) => true,
+            (Some(actual), wanted) => actual == wanted,
+        }
     }
 }
 
@@ -416,7 +442,8 @@ mod tests {
             region: "eu-west-1".into(),
             owner: Owner::new("c1"),
             encryption: Encryption::ProviderManaged,
-            retention_days: 30,
+            retention_days: Some(30),
+            applied_retention_days: None,
         }
     }
 
@@ -453,7 +480,10 @@ mod tests {
 
         let mut s = spec.desired_state(false);
         s.encryption = Some(Encryption::Kms { key: "k".into() });
-        assert_eq!(s.drift(&spec, false), vec![Setting::Encryption]);
+        assert_eq!(s.drift(&spec, false), vec![], "a KMS key satisfies the provider-managed default");
+        let mut kms = spec.clone();
+        kms.encryption = Encryption::Kms { key: "wanted".into() };
+        assert_eq!(s.drift(&kms, false), vec![Setting::Encryption], "another key is drift");
 
         let mut s = spec.desired_state(false);
         s.public_access.restrict_public_buckets = false;
@@ -472,7 +502,7 @@ mod tests {
     fn retention_change_is_lifecycle_drift() {
         let mut spec = spec();
         let state = spec.desired_state(false);
-        spec.retention_days = 31;
+        spec.retention_days = Some(31);
         assert_eq!(state.drift(&spec, false), vec![Setting::Lifecycle]);
     }
 
@@ -504,6 +534,20 @@ mod tests {
             }
         }
         assert_eq!(spec.merge_lifecycle(&merged), None);
+    }
+
+    #[test]
+    fn without_a_retention_there_is_no_expiry_rule() {
+        let mut spec = spec();
+        spec.retention_days = None;
+        let managed = spec.managed_lifecycle();
+        assert_eq!(managed.len(), 1);
+        assert!(matches!(managed[0].action, LifecycleAction::AbortIncompleteUpload { .. }));
+        let with_expiry = self::spec().desired_state(false);
+        assert_eq!(with_expiry.drift(&spec, false), vec![Setting::Lifecycle], "our old expiry rule goes");
+        spec.applied_retention_days = Some(30);
+        spec.retention_days = Some(45);
+        assert_eq!(spec.managed_expiry_ages(), vec![30, 45]);
     }
 
     #[test]

@@ -61,6 +61,17 @@ impl Owner {
     pub fn claimed_by(tags: &Tags) -> Option<&str> {
         tags.get(INFRASTRUCTURE_NAME_TAG).map(String::as_str)
     }
+
+    /// The infrastructure name recorded in S3 tags or GCS labels, whichever style `tags` uses
+    /// (a GCS value is the sanitised name).
+    pub fn claimant(tags: &Tags) -> Option<&str> {
+        Self::claimed_by(tags).or_else(|| tags.get(&gcs_label(INFRASTRUCTURE_NAME_TAG)).map(String::as_str))
+    }
+
+    /// True when `tags` carries both owner marks with our values, as S3 tags or as GCS labels.
+    pub fn owns(&self, tags: &Tags) -> bool {
+        self.owns_tags(tags) || self.owns_labels(tags)
+    }
 }
 
 /// Sanitises a tag key or value into a GCS label: lower case, every run of characters outside
@@ -113,6 +124,15 @@ mod tests {
         only_one.remove(BACKUP_LOCATION_TAG);
         assert!(!owner.owns_tags(&only_one));
         assert!(!owner.owns_tags(&Tags::new()));
+    }
+
+    #[test]
+    fn claimant_reads_either_style() {
+        let owner = Owner::new("C1.x");
+        assert_eq!(Owner::claimant(&owner.tags()), Some("C1.x"));
+        assert_eq!(Owner::claimant(&owner.labels()), Some("c1-x"));
+        assert_eq!(Owner::claimant(&Tags::new()), None);
+        assert!(owner.owns(&owner.tags()) && owner.owns(&owner.labels()));
     }
 
     #[test]

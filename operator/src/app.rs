@@ -9,10 +9,7 @@ use std::sync::{
 
 use futures_util::FutureExt;
 
-use kube::{
-    Api, Client,
-    runtime::events::{Recorder, Reporter},
-};
+use kube::{Api, Client, runtime::events::Reporter};
 use tracing::{info, warn};
 
 use crate::{
@@ -177,9 +174,8 @@ pub async fn plan(args: RunArgs) -> Result<(), RunError> {
         stdout(&line).map_err(anyhow::Error::new)?;
         return Ok(());
     };
-    let recorder =
-        Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance: None });
-    let (ctx, plan) = Context::for_plan(client, platform, facts.infrastructure_name, recorder);
+    let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: None };
+    let (ctx, plan) = Context::for_plan(client, platform, facts.infrastructure_name, reporter);
     let outcome = reconcile::reconcile(Arc::new(install), Arc::new(ctx)).await;
     let mut changes = plan.changes();
     if changes.is_empty() {
@@ -198,8 +194,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let shutdown = shutdown_signal().map_err(|e| e.context("installing signal handlers"))?.shared();
     let Prepared { client, facts, platform } = prepare(&args).await?;
     let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
-    let recorder = Recorder::new(client.clone(), reporter);
-    let ctx = Arc::new(Context::new(client.clone(), platform, facts.infrastructure_name, recorder));
+    let ctx = Arc::new(Context::new(client.clone(), platform, facts.infrastructure_name, reporter));
 
     let ready = Arc::new(AtomicBool::new(false));
     let endpoints = Endpoints { metrics: ctx.metrics.clone(), ready: ready.clone() };

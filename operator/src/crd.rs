@@ -68,11 +68,20 @@ pub struct VeleroInstallSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!(has(self.kmsKeyID) && has(self.kmsKeyName))").message("set kmsKeyID (AWS) or kmsKeyName (GCP), not both"))]
+#[x_kube(validation = Rule::new("!has(self.adoptUnmarkedBucket) || has(self.name)").message("adoptUnmarkedBucket needs name"))]
 pub struct StorageBucketSpec {
-    /// An existing bucket to adopt instead of creating one.
+    /// An existing bucket to use instead of creating one. A bucket that carries this cluster's
+    /// owner tags/labels is used as is; one without owner marks only with `adoptUnmarkedBucket`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 3, max = 63), regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$"))]
     pub name: Option<String>,
+
+    /// Confirms that the bucket in `name` may be adopted although it carries no owner marks
+    /// (it was made outside this operator). The operator then writes its owner marks and enforces
+    /// its settings on it, but adds the `backups/` expiry rule only when `backupRetentionDays` is
+    /// set explicitly. Without it such a bucket is left untouched and `BucketReady` says why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt_unmarked_bucket: Option<bool>,
 
     /// AWS KMS key ARN for SSE-KMS default encryption (default: SSE-S3).
     #[serde(default, rename = "kmsKeyID", skip_serializing_if = "Option::is_none")]
@@ -105,6 +114,11 @@ pub struct VeleroInstallStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
 
+    /// What this operator last did to the bucket beyond MVO's fields: how it was adopted and the
+    /// lifecycle expiry it applied (the managed rule is identified by this record, not by shape).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_bucket: Option<ManagedBucketStatus>,
+
     /// `PlatformSupported`, `BucketReady`, `CredentialsReady`, `VeleroReady` and `Ready`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
@@ -128,6 +142,25 @@ pub struct StorageBucketStatus {
     /// When the bucket's settings were last checked and enforced successfully.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_timestamp: Option<Time>,
+}
+
+/// The operator's own record of its bucket (not part of MVO's status).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedBucketStatus {
+    /// The bucket this record is about; a record of another bucket is ignored.
+    #[schemars(length(max = 63))]
+    pub name: String,
+
+    /// The bucket carried no owner marks and was adopted because
+    /// `spec.storageBucket.adoptUnmarkedBucket` confirmed it: it gets no `backups/` expiry rule
+    /// unless `spec.backupRetentionDays` is set.
+    #[serde(default)]
+    pub adopted_unmarked: bool,
+
+    /// Days of the `backups/` expiry rule this operator applied last; absent when it applied none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_expiry_days: Option<u32>,
 }
 
 /// `conditions` as a list-map keyed by `type`, so server-side apply merges them per type.

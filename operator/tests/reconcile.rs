@@ -7,7 +7,7 @@ use k8s_openapi::api::{apps::v1::Deployment, core::v1::Secret};
 use kube::{
     Api, Client, CustomResourceExt, ResourceExt,
     api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
-    runtime::events::{Recorder, Reporter},
+    runtime::events::Reporter,
 };
 use mvo_core::{Platform, bucket::BUCKET_NAME_PREFIX};
 use mvo_operator::{
@@ -42,8 +42,7 @@ impl Fixture {
     /// A fixture whose reconciles use `cloud` instead of the in-memory platform.
     async fn with_cloud(cloud: Arc<dyn Platform>) -> Fixture {
         let mut f = Self::new().await;
-        let recorder =
-            Recorder::new(f.client.clone(), Reporter { controller: "test".into(), instance: None });
+        let recorder = Reporter { controller: "test".into(), instance: None };
         f.ctx = Arc::new(Context::new(f.client.clone(), cloud, INFRA.into(), recorder));
         f
     }
@@ -58,7 +57,7 @@ impl Fixture {
         })
         .await;
         let namespace = env.namespace(&client, "reconcile").await.expect("namespace");
-        let recorder = Recorder::new(client.clone(), Reporter { controller: "test".into(), instance: None });
+        let recorder = Reporter { controller: "test".into(), instance: None };
         let dyn_platform: Arc<dyn Platform> = Arc::new(platform.clone());
         let ctx = Arc::new(Context::new(client.clone(), dyn_platform, INFRA.into(), recorder));
         Fixture { client, namespace, platform, ctx }
@@ -410,6 +409,7 @@ async fn the_schema_rejects_bad_specs() {
         json!({"resyncInterval": "soon"}),
         json!({"storageBucket": {"kmsKeyID": "arn:aws:kms:eu-west-1:123456789012:key/k", "kmsKeyName": "x"}}),
         json!({"storageBucket": {"name": "Not_A_Bucket"}}),
+        json!({"storageBucket": {"adoptUnmarkedBucket": true}}),
     ] {
         let vi: VeleroInstall = serde_json::from_value(json!({
             "apiVersion": "managed.openshift.io/v1alpha2", "kind": "VeleroInstall",
@@ -610,8 +610,7 @@ async fn plan_mode_reports_what_would_change_and_writes_nothing() {
     let f = Fixture::new().await;
     f.create("cluster", json!({})).await;
     let plan_once = async || {
-        let recorder =
-            Recorder::new(f.client.clone(), Reporter { controller: "plan".into(), instance: None });
+        let recorder = Reporter { controller: "plan".into(), instance: None };
         let cloud: Arc<dyn Platform> = Arc::new(f.platform.clone());
         let (ctx, plan) = Context::for_plan(f.client.clone(), cloud, INFRA.into(), recorder);
         reconcile::reconcile(Arc::new(f.get("cluster").await), Arc::new(ctx))
@@ -643,4 +642,238 @@ async fn plan_mode_reports_what_would_change_and_writes_nothing() {
     assert_eq!(f.cloud().writes(), writes, "plan corrected the bucket");
     assert!(!f.cloud().bucket(&name).expect("bucket").public_access.is_fully_blocked());
     assert_eq!(f.resource_versions().await, versions, "plan wrote to Kubernetes");
+}
+
+/// Reasons and messages of the Events about the install, oldest first.
+async fn events_of(f: &Fixture) -> Vec<(String, String, String)> {
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(f.client.clone(), &f.namespace);
+    events
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
+}
+
+async fn request_bucket_check(f: &Fixture) {
+    let now =
+        k8s_openapi::jiff::Timestamp::now().checked_add(Duration::from_secs(1)).expect("ts").to_string();
+    let annotate = json!({"metadata": {"annotations": {"managed.openshift.io/reconcile-requested-at": now}}});
+    f.installs().patch("cluster", &PatchParams::default(), &Patch::Merge(&annotate)).await.expect("annotate");
+}
+
+#[tokio::test]
+async fn a_provisioned_bucket_marked_by_another_cluster_is_never_replaced() {
+    let f = Fixture::new().await;
+    f.create("cluster", json!({})).await;
+    f.reconcile("cluster").await.expect("install");
+    f.make_velero_ready().await;
+    f.reconcile("cluster").await.expect("Velero installed");
+    let name = bucket_of(&f.get("cluster").await).0.expect("bucket");
+    let other = "other-cluster-q2w3e";
+    f.cloud().tamper(&name, |b| b.tags = mvo_core::Owner::new(other).tags()).expect("re-marked");
+    request_bucket_check(&f).await;
+    let writes = f.cloud().writes();
+
+    let action = f.reconcile("cluster").await.expect("a condition, not an error");
+    assert_eq!(f.buckets(), std::slice::from_ref(&name), "no replacement bucket");
+    assert_eq!(f.cloud().writes(), writes, "wrote to the other cluster's bucket");
+    assert_eq!(f.cloud().bucket(&name).expect("bucket").tags, mvo_core::Owner::new(other).tags());
+    let (bucket, provisioned, _) = bucket_of(&f.get("cluster").await);
+    assert_eq!((bucket.as_deref(), provisioned), (Some(name.as_str()), true), "status kept");
+    let (status, reason, message) = f.condition("cluster", "BucketReady").await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "BucketOwnedByAnotherCluster"));
+    assert!(message.contains(INFRA) && message.contains(other) && message.contains(&name), "{message}");
+    assert_eq!(f.condition("cluster", "Ready").await.0, "False");
+    assert!(
+        events_of(&f).await.iter().any(|(t, r, _)| t == "Warning" && r == "BucketOwnedByAnotherCluster"),
+        "{:?}",
+        events_of(&f).await
+    );
+    let bsl = f.object(&build::backup_storage_location(), "default").await.expect("BSL");
+    assert_eq!(bsl.data["spec"]["objectStorage"]["bucket"], name.as_str(), "Velero still points at it");
+    assert!(format!("{action:?}").contains("requeue_after: Some"), "re-checked periodically: {action:?}");
+
+    // The next pass checks again (no stale "ready" from the old sync) and still refuses.
+    let reads = f.cloud().reads();
+    f.reconcile("cluster").await.expect("re-check");
+    assert!(f.cloud().reads() > reads, "the bucket was not checked again");
+    assert_eq!(f.condition("cluster", "BucketReady").await.1, "BucketOwnedByAnotherCluster");
+    assert_eq!(f.buckets(), [name]);
+}
+
+#[tokio::test]
+async fn an_inherited_bucket_now_in_another_account_is_never_replaced() {
+    let f = Fixture::new().await;
+    let mvo_bucket = "managed-velero-backups-5e1d7c3a-0b2f-4a6e-9c8d-7f3b1a2e4d6c";
+    f.cloud().insert_bucket("another-account", mvo_bucket, REGION, Default::default());
+    f.create("cluster", json!({})).await;
+    let status = json!({"status": {"storageBucket": {"name": mvo_bucket, "provisioned": true,
+                                     "lastSyncTimestamp": "2026-01-01T00:00:00Z"}}});
+    f.installs()
+        .patch_status("cluster", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("MVO status");
+    f.reconcile("cluster").await.expect("a condition, not an error");
+    assert_eq!(f.buckets(), [mvo_bucket], "no replacement bucket");
+    assert_eq!(bucket_of(&f.get("cluster").await).0.as_deref(), Some(mvo_bucket));
+    let (status, reason, message) = f.condition("cluster", "BucketReady").await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "BucketOwnedByAnotherCluster"));
+    assert!(message.contains("another account or project"), "{message}");
+    assert!(f.object(&build::backup_storage_location(), "default").await.is_none(), "nothing installed");
+}
+
+#[tokio::test]
+async fn an_unmarked_bucket_named_in_the_spec_needs_an_explicit_opt_in() {
+    let f = Fixture::new().await;
+    let theirs = format!("team-backups-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let team = mvo_core::Tags::from([("team".to_owned(), "storage".to_owned())]);
+    f.cloud().insert_bucket("self", &theirs, REGION, team.clone());
+    f.create("cluster", json!({"storageBucket": {"name": theirs}})).await;
+    f.reconcile("cluster").await.expect("a condition, not an error");
+    let (status, reason, message) = f.condition("cluster", "BucketReady").await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "UnmarkedBucketNotAdopted"));
+    assert!(message.contains("adoptUnmarkedBucket"), "{message}");
+    assert_eq!(f.cloud().writes(), 0, "wrote to a bucket it was not allowed to adopt");
+    assert_eq!(f.cloud().bucket(&theirs).expect("bucket").tags, team);
+
+    let opt_in = json!({"spec": {"storageBucket": {"name": theirs, "adoptUnmarkedBucket": true}}});
+    f.installs().patch("cluster", &PatchParams::default(), &Patch::Merge(&opt_in)).await.expect("opt in");
+    f.reconcile("cluster").await.expect("adopt");
+    assert_eq!(f.condition("cluster", "BucketReady").await.0, "True");
+    let adopted = f.cloud().bucket(&theirs).expect("bucket");
+    assert!(mvo_core::Owner::new(INFRA).owns_tags(&adopted.tags), "{:?}", adopted.tags);
+    assert_eq!(adopted.tags.get("team").map(String::as_str), Some("storage"));
+    assert_eq!(f.buckets(), std::slice::from_ref(&theirs));
+    assert!(expiry_days(&f, &theirs).is_empty(), "an adopted bucket got an expiry rule nobody asked for");
+
+    let retention = json!({"spec": {"storageBucket": {"name": theirs, "adoptUnmarkedBucket": true}, "backupRetentionDays": 45}});
+    f.installs().patch("cluster", &PatchParams::default(), &Patch::Merge(&retention)).await.expect("ask");
+    f.reconcile("cluster").await.expect("expiry asked for");
+    assert_eq!(expiry_days(&f, &theirs), [45]);
+    let recorded = f.get("cluster").await.status.and_then(|s| s.managed_bucket).expect("record");
+    assert!(recorded.adopted_unmarked, "adoption is remembered once the owner marks are written");
+}
+
+#[tokio::test]
+async fn a_stale_status_snapshot_never_overwrites_the_persisted_bucket_name() {
+    let f = Fixture::new().await;
+    let taken = "managed-velero-backups-taken-by-another-account";
+    f.cloud().insert_bucket("another-account", taken, REGION, Default::default());
+    f.create("cluster", json!({})).await;
+    let status = json!({"status": {"storageBucket": {"name": taken, "provisioned": false}}});
+    f.installs()
+        .patch_status("cluster", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("status");
+    // The generated name collides, a new one is persisted, the bucket is created, and then the
+    // answer is lost: the pass fails after the name was persisted.
+    f.cloud().inject_after("CreateBucket", Fault::Unavailable);
+    f.reconcile("cluster").await.expect_err("creation reported as failed");
+    let persisted = bucket_of(&f.get("cluster").await).0.expect("name");
+    assert_ne!(persisted, taken, "the failure report rewrote the stale name over the persisted one");
+    assert!(f.cloud().bucket(&persisted).is_some(), "the recorded name is the bucket that was created");
+
+    f.reconcile("cluster").await.expect("next pass");
+    let ours: Vec<String> = f.buckets().into_iter().filter(|b| b != taken).collect();
+    assert_eq!(ours, std::slice::from_ref(&persisted), "exactly one bucket of ours");
+    assert_eq!(bucket_of(&f.get("cluster").await), (Some(persisted), true, true));
+}
+
+#[tokio::test]
+async fn a_repeated_event_reason_carries_the_new_facts() {
+    let f = Fixture::new().await;
+    f.create("cluster", json!({})).await;
+    f.reconcile("cluster").await.expect("install");
+    let first = bucket_of(&f.get("cluster").await).0.expect("bucket");
+    // An administrator starts over: the bucket is gone and the status forgets it.
+    mvo_testkit::Backdoor::delete_bucket(&f.platform, &first).await.expect("delete");
+    let forget = json!({"status": {"storageBucket": null}});
+    f.installs()
+        .patch_status("cluster", &PatchParams::default(), &Patch::Merge(&forget))
+        .await
+        .expect("reset");
+    f.reconcile("cluster").await.expect("second bucket");
+    let second = bucket_of(&f.get("cluster").await).0.expect("bucket");
+    assert_ne!(first, second);
+    let created: Vec<String> =
+        events_of(&f).await.into_iter().filter(|(_, r, _)| r == "BucketCreated").map(|(_, _, m)| m).collect();
+    assert!(created.iter().any(|m| m.contains(&second)), "the new bucket is in no event: {created:?}");
+    assert!(created.iter().any(|m| m.contains(&first)), "the first bucket's event is kept: {created:?}");
+}
+
+fn expiry_days(f: &Fixture, bucket: &str) -> Vec<u32> {
+    f.cloud()
+        .bucket(bucket)
+        .expect("bucket")
+        .lifecycle
+        .iter()
+        .filter_map(|r| match r.action {
+            mvo_core::LifecycleAction::Expire { days } if r.prefix == "backups/" => Some(days),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn lowering_retention_below_the_longest_schedule_ttl_is_refused() {
+    let f = Fixture::new().await;
+    f.create("cluster", json!({"backupRetentionDays": 120})).await;
+    f.reconcile("cluster").await.expect("install");
+    let name = bucket_of(&f.get("cluster").await).0.expect("bucket");
+    assert_eq!(expiry_days(&f, &name), [120]);
+    let recorded = f.get("cluster").await.status.and_then(|s| s.managed_bucket).expect("record");
+    assert_eq!((recorded.name.as_str(), recorded.backup_expiry_days), (name.as_str(), Some(120)));
+    f.make_velero_ready().await;
+    let schedules =
+        f.api(&ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("velero.io", "v1", "Schedule")));
+    // No ttl: Velero keeps its backups 720h. The quarterly one keeps them 90 days.
+    for (name, template) in [("daily", json!({})), ("quarterly", json!({"ttl": "2160h0m0s"}))] {
+        let schedule = json!({"apiVersion": "velero.io/v1", "kind": "Schedule", "metadata": {"name": name},
+                              "spec": {"schedule": "0 1 * * *", "template": template}});
+        schedules
+            .patch(name, &PatchParams::apply("admin").force(), &Patch::Apply(&schedule))
+            .await
+            .expect("schedule");
+    }
+    let lower = |days: u32| json!({"spec": {"backupRetentionDays": days}});
+    f.installs().patch("cluster", &PatchParams::default(), &Patch::Merge(&lower(60))).await.expect("lower");
+    f.reconcile("cluster").await.expect("a condition, not an error");
+    assert_eq!(expiry_days(&f, &name), [120], "the rule was lowered under Velero's retention");
+    let (status, reason, message) = f.condition("cluster", "BucketReady").await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "RetentionBelowBackupTTL"));
+    assert!(message.contains("quarterly") && message.contains("backupRetentionDays=60"), "{message}");
+    let recorded = f.get("cluster").await.status.and_then(|s| s.managed_bucket).expect("record");
+    assert_eq!(recorded.backup_expiry_days, Some(120), "the record keeps what is on the bucket");
+    assert!(events_of(&f).await.iter().any(|(t, r, _)| t == "Warning" && r == "RetentionBelowBackupTTL"));
+
+    // Equal to the longest TTL: applied, with a warning.
+    f.installs().patch("cluster", &PatchParams::default(), &Patch::Merge(&lower(90))).await.expect("90");
+    f.reconcile("cluster").await.expect("equal is allowed");
+    assert_eq!(expiry_days(&f, &name), [90]);
+    assert_eq!(f.condition("cluster", "BucketReady").await.0, "True");
+    assert!(events_of(&f).await.iter().any(|(t, r, _)| t == "Warning" && r == "RetentionEqualsBackupTTL"));
+}
+
+#[tokio::test]
+async fn a_pass_working_from_a_stale_snapshot_cannot_record_a_second_name() {
+    let f = Fixture::new().await;
+    f.create("cluster", json!({})).await;
+    let stale = f.get("cluster").await;
+    // A first pass records its name, then fails before the bucket exists.
+    f.cloud().inject_at("CreateBucket", Fault::Unavailable);
+    f.reconcile("cluster").await.expect_err("creation fails");
+    let first = bucket_of(&f.get("cluster").await).0.expect("name persisted");
+
+    // A concurrent pass that read the object before that write picks its own name: the
+    // resourceVersion precondition refuses it, and it creates nothing.
+    let err = reconcile::reconcile(Arc::new(stale), f.ctx.clone()).await.expect_err("stale pass");
+    assert_eq!(err.category(), "UpdateStatusFailed", "{err}");
+    assert!(f.buckets().is_empty(), "the stale pass created a bucket: {:?}", f.buckets());
+    assert_eq!(bucket_of(&f.get("cluster").await).0.as_deref(), Some(first.as_str()));
+
+    f.reconcile("cluster").await.expect("next pass");
+    assert_eq!(f.buckets(), std::slice::from_ref(&first), "exactly one bucket, the recorded one");
 }

@@ -8,7 +8,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
     Api, CustomResourceExt,
     api::{Patch, PatchParams, PostParams},
-    runtime::events::{Recorder, Reporter},
+    runtime::events::Reporter,
 };
 use mvo_core::Platform;
 use mvo_operator::{controller, crd::VeleroInstall, reconcile::Context};
@@ -42,7 +42,7 @@ async fn watches_resume_after_the_api_server_restarts() {
     install_crds(&client, crds).await.expect("CRDs");
     let namespace = env.namespace(&client, "restart").await.expect("namespace");
     let platform = InMemoryPlatform::new("eu-west-1");
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "test".into(), instance: None });
+    let recorder = Reporter { controller: "test".into(), instance: None };
     let cloud: Arc<dyn Platform> = Arc::new(platform.clone());
     let ctx = Arc::new(Context::new(client.clone(), cloud, "c1".into(), recorder));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

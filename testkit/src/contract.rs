@@ -134,7 +134,8 @@ impl Harness {
             region: self.region.clone(),
             owner: owner.clone(),
             encryption: Encryption::ProviderManaged,
-            retention_days: 90,
+            retention_days: Some(90),
+            applied_retention_days: None,
         }
     }
 
@@ -293,8 +294,8 @@ pub async fn encryption_drift_is_corrected(h: &Harness) {
     .await;
 }
 
-/// A customer-managed key is applied on create, and switching back to provider-managed keys is
-/// corrected as encryption drift.
+/// A customer-managed key is applied on create and enforced when drifted to provider-managed
+/// keys; asking for provider-managed keys never weakens a bucket that has a customer key.
 pub async fn kms_encryption_is_enforced(h: &Harness) {
     let needed = [("buckets", h.capabilities.buckets), ("kms", h.capabilities.kms)];
     if !h.claims("kms_encryption_is_enforced", &needed) {
@@ -304,10 +305,24 @@ pub async fn kms_encryption_is_enforced(h: &Harness) {
     spec.encryption = Encryption::Kms { key: h.kms_key.clone() };
     let report = h.store.ensure_bucket(&spec).await.expect("create with KMS");
     assert_eq!(report.state.encryption, Some(spec.encryption.clone()));
+    let kms = spec.encryption.clone();
     spec.encryption = Encryption::ProviderManaged;
-    let report = h.store.ensure_bucket(&spec).await.expect("switch to provider keys");
+    let report = h.store.ensure_bucket(&spec).await.expect("provider keys asked for");
+    assert!(report.is_unchanged(), "weakened a KMS bucket: {:?}", report.corrected);
+    assert_eq!(report.state.encryption, Some(kms.clone()));
+    if setup(
+        "kms_encryption_is_enforced",
+        h.backdoor.set_encryption(&spec.name, Some(Encryption::ProviderManaged)),
+    )
+    .await
+    .is_none()
+    {
+        return;
+    }
+    spec.encryption = kms.clone();
+    let report = h.store.ensure_bucket(&spec).await.expect("key restored");
     assert_eq!(report.corrected, vec![Setting::Encryption]);
-    assert_eq!(report.state.encryption, Some(Encryption::ProviderManaged));
+    assert_eq!(report.state.encryption, Some(kms));
 }
 
 /// Any public-access flag turned off is turned back on.
@@ -351,7 +366,9 @@ pub async fn retention_change_keeps_foreign_lifecycle_rules(h: &Harness) {
     if setup(case, h.backdoor.set_lifecycle(&spec.name, rules)).await.is_none() {
         return;
     }
-    spec.retention_days = 30;
+    // The operator records what it applied and names it on the next call (GCS has no rule IDs).
+    spec.applied_retention_days = spec.retention_days;
+    spec.retention_days = Some(30);
     let report = h.store.ensure_bucket(&spec).await.expect("ensure new retention");
     assert_eq!(report.corrected, vec![Setting::Lifecycle]);
     let state = h.store.observe_bucket(&spec.name).await.expect("observe");

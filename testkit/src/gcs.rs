@@ -161,8 +161,17 @@ struct Stored {
     bucket: Bucket,
     /// Project ID of the owner.
     project: String,
+    /// Other projects granted bucket-level admin (read and update) on it.
+    shared_with: BTreeSet<String>,
     refuses_inspection: bool,
     objects: BTreeSet<String>,
+}
+
+impl Stored {
+    /// Whether `project` has IAM on this bucket: its owner, or a project it was shared with.
+    fn allows(&self, project: &str) -> bool {
+        self.project == project || self.shared_with.contains(project)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -628,6 +637,19 @@ impl GcsControlPlane {
         }
     }
 
+    /// Grants `project` bucket-level admin on `bucket` (a cross-project IAM binding): it may read
+    /// and update the bucket, which still belongs to its owner's project. False when the bucket
+    /// does not exist.
+    pub fn share(&self, bucket: &str, project: &str) -> bool {
+        match self.lock().buckets.get_mut(bucket) {
+            Some(stored) => {
+                stored.shared_with.insert(project.to_owned());
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Inserts a bucket out of band, owned by `project`, exactly as given (name, project,
     /// metageneration and location normalised like a create). Existing buckets are replaced.
     pub fn insert(&self, project: &str, mut bucket: Bucket) {
@@ -645,6 +667,7 @@ impl GcsControlPlane {
         let stored = Stored {
             bucket,
             project: project.to_owned(),
+            shared_with: BTreeSet::new(),
             refuses_inspection: false,
             objects: BTreeSet::new(),
         };
@@ -720,7 +743,7 @@ impl GcsControlPlane {
             .buckets
             .get(&name)
             .ok_or_else(|| status(Code::NotFound, format!("bucket {name} not found")))?;
-        if stored.project != project || stored.refuses_inspection {
+        if !stored.allows(project) || stored.refuses_inspection {
             return Err(denied("storage.buckets.get", &name));
         }
         check_metageneration(&stored.bucket, req.if_metageneration_match, req.if_metageneration_not_match)?;
@@ -850,7 +873,7 @@ impl GcsControlPlane {
             .buckets
             .get_mut(&name)
             .ok_or_else(|| status(Code::NotFound, format!("bucket {name} not found")))?;
-        if stored.project != project || stored.refuses_inspection {
+        if !stored.allows(project) || stored.refuses_inspection {
             return Err(denied("storage.buckets.update", &name));
         }
         check_metageneration(&stored.bucket, req.if_metageneration_match, req.if_metageneration_not_match)?;

@@ -39,6 +39,8 @@ struct CloudState {
     buckets: BTreeMap<String, StoredBucket>,
     faults: Vec<Fault>,
     targeted_faults: Vec<(&'static str, Fault)>,
+    /// Faults reported after the operation took effect (a response lost on the way back).
+    faults_after: Vec<(&'static str, Fault)>,
     calls: BTreeMap<&'static str, u64>,
 }
 
@@ -102,6 +104,12 @@ impl InMemoryCloud {
     /// letting other operations through: for failing one precise step of a sequence.
     pub fn inject_at(&self, operation: &'static str, fault: Fault) {
         self.lock().targeted_faults.push((operation, fault));
+    }
+
+    /// Makes the next call of `operation` take effect and then fail with `fault`, as when the
+    /// cloud did the work but its answer was lost (a timeout after a bucket was created).
+    pub fn inject_after(&self, operation: &'static str, fault: Fault) {
+        self.lock().faults_after.push((operation, fault));
     }
 
     /// The names of every bucket of every account.
@@ -252,6 +260,14 @@ impl InMemoryStore {
         if state.faults.is_empty() { Ok(()) } else { Err(state.faults.remove(0).to_error(operation)) }
     }
 
+    /// Fails a call that already took effect, if a fault waits for it.
+    fn after(&self, state: &mut CloudState, operation: &'static str) -> Result<()> {
+        match state.faults_after.iter().position(|(op, _)| *op == operation) {
+            Some(i) => Err(state.faults_after.remove(i).1.to_error(operation)),
+            None => Ok(()),
+        }
+    }
+
     fn denied(operation: &str, name: &str) -> Error {
         Error::PermissionDenied {
             operation: operation.into(),
@@ -303,6 +319,7 @@ impl InMemoryStore {
             refuses_inspection: false,
         };
         state.buckets.insert(spec.name.clone(), bucket);
+        self.after(state, "CreateBucket")?;
         Ok(created)
     }
 }
@@ -435,7 +452,8 @@ mod tests {
             region: "eu-west-1".into(),
             owner: Owner::new("c1"),
             encryption: Encryption::ProviderManaged,
-            retention_days: 90,
+            retention_days: Some(90),
+            applied_retention_days: None,
         }
     }
 

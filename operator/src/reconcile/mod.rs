@@ -8,6 +8,7 @@ pub mod bucket;
 pub mod build;
 pub mod conditions;
 pub mod crds;
+pub mod events;
 pub mod plan;
 pub mod schedules;
 pub mod validate;
@@ -27,7 +28,7 @@ use kube::{
     api::{Patch, PatchParams},
     runtime::{
         controller::Action,
-        events::{Event, EventType, Recorder},
+        events::{Event, EventType, Reporter},
     },
 };
 use mvo_core::{Platform, velero::VELERO_CREDENTIALS_SECRET};
@@ -39,6 +40,7 @@ use self::{
     bucket::BucketOutcome,
     conditions::{BUCKET_READY, CREDENTIALS_READY, PLATFORM_SUPPORTED, Report, VELERO_READY},
     crds::CrdsOutcome,
+    events::Events,
     plan::{Plan, PlanPlatform},
     validate::{DEFAULT_RESYNC_INTERVAL, DesiredInstall, InvalidSpec},
 };
@@ -63,8 +65,8 @@ pub struct Context {
     pub platform: Arc<dyn Platform>,
     /// The cluster's infrastructure name: the bucket owner identity.
     pub infrastructure_name: String,
-    /// Event recorder shared by all reconciles.
-    pub recorder: Recorder,
+    /// Event publisher shared by all reconciles.
+    pub events: Events,
     /// Metrics the reconciles record.
     pub metrics: Arc<Metrics>,
     /// Set in plan mode: writes are recorded here instead of made.
@@ -79,14 +81,14 @@ impl Context {
         client: Client,
         platform: Arc<dyn Platform>,
         infrastructure_name: String,
-        recorder: Recorder,
+        reporter: Reporter,
     ) -> Self {
         let metrics = Arc::new(Metrics::new(platform.as_ref()));
         Context {
+            events: Events::new(client.clone(), reporter),
             client,
             platform,
             infrastructure_name,
-            recorder,
             metrics,
             plan: None,
             failures: Mutex::default(),
@@ -99,11 +101,11 @@ impl Context {
         client: Client,
         platform: Arc<dyn Platform>,
         infrastructure_name: String,
-        recorder: Recorder,
+        reporter: Reporter,
     ) -> (Self, Arc<Plan>) {
         let plan = Arc::new(Plan::default());
         let read_only: Arc<dyn Platform> = Arc::new(PlanPlatform::new(platform, plan.clone()));
-        let mut ctx = Self::new(client, read_only, infrastructure_name, recorder);
+        let mut ctx = Self::new(client, read_only, infrastructure_name, reporter);
         ctx.plan = Some(plan.clone());
         (ctx, plan)
     }
@@ -326,7 +328,7 @@ async fn publish(
 ) {
     let event =
         Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
-    if let Err(err) = ctx.recorder.publish(&event, &vi.object_ref(&())).await {
+    if let Err(err) = ctx.events.publish(&event, &vi.object_ref(&())).await {
         warn!(error = %err, reason, "could not publish event");
     }
 }
@@ -362,10 +364,32 @@ async fn write_status(
         return Ok(());
     }
     let api: Api<VeleroInstall> = Api::namespaced(ctx.client.clone(), &vi.namespace().unwrap_or_default());
-    api.patch_status(&vi.name_any(), &PatchParams::default(), &Patch::Merge(&json!({"status": next})))
+    let patch = json!({"status": status_patch(&current, &next)});
+    api.patch_status(&vi.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|source| Error::UpdateStatus { source })?;
     Ok(())
+}
+
+/// The status fields `next` changes relative to `current`, and only those. A field this pass did
+/// not change is not sent, so the snapshot the pass started from never overwrites what an earlier
+/// step of the same pass (the bucket name persisted before creation) or another writer recorded.
+fn status_patch(current: &VeleroInstallStatus, next: &VeleroInstallStatus) -> serde_json::Value {
+    let as_map = |status: &VeleroInstallStatus| match serde_json::to_value(status) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    let (before, after) = (as_map(current), as_map(next));
+    let mut patch = serde_json::Map::new();
+    for (field, value) in &after {
+        if before.get(field) != Some(value) {
+            patch.insert(field.clone(), value.clone());
+        }
+    }
+    for field in before.keys().filter(|f| !after.contains_key(*f)) {
+        patch.insert(field.clone(), serde_json::Value::Null);
+    }
+    serde_json::Value::Object(patch)
 }
 
 /// The fields and conditions that differ between two statuses, for plan output.
@@ -403,15 +427,63 @@ async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Res
             .await
             .map_err(|source| Error::Credentials { source })?;
     }
-    let outcome = bucket::ensure(ctx, vi, desired).await?;
+    // The retention Velero keeps backups for bounds the lifecycle expiry; read only when the
+    // bucket is checked in this pass.
+    let longest = if ctx.plan.is_some() || bucket::next_check(vi, desired, now).is_none() {
+        schedules::longest(&ctx.client, &namespace).await?
+    } else {
+        None
+    };
+    let outcome = bucket::ensure(ctx, vi, desired, longest.as_ref()).await?;
+    let mut managed_bucket = None;
     let mut reports =
         vec![platform_supported(ctx), Report::ok(CREDENTIALS_READY, "CredentialsAvailable", "")];
     let (bucket_name, next_check_in, storage) = match &outcome {
-        BucketOutcome::Checked { name, report, recreated_missing, recovered } => {
+        BucketOutcome::Checked {
+            name,
+            report,
+            recreated_missing,
+            recovered,
+            adopted_unmarked,
+            retention,
+        } => {
             ctx.metrics.bucket_checked(&report.corrected, now);
             announce_bucket(ctx, vi, name, report, *recreated_missing, *recovered).await;
             let summary = if report.created { "created and hardened" } else { "settings enforced" };
-            reports.push(Report::ok(BUCKET_READY, "BucketReady", format!("bucket {name}: {summary}")));
+            managed_bucket = Some(crate::crd::ManagedBucketStatus {
+                name: name.clone(),
+                adopted_unmarked: *adopted_unmarked,
+                backup_expiry_days: retention.applied,
+            });
+            if let Some(equal) = &retention.equal {
+                publish(
+                    ctx,
+                    vi,
+                    EventType::Warning,
+                    "RetentionEqualsBackupTTL",
+                    "EnsureBucket",
+                    equal.clone(),
+                )
+                .await;
+            }
+            match &retention.refused {
+                Some(refused) => {
+                    warn!(bucket = %name, "{refused}");
+                    publish(
+                        ctx,
+                        vi,
+                        EventType::Warning,
+                        "RetentionBelowBackupTTL",
+                        "EnsureBucket",
+                        refused.clone(),
+                    )
+                    .await;
+                    reports.push(Report::fail(BUCKET_READY, "RetentionBelowBackupTTL", refused.clone()));
+                }
+                None => {
+                    reports.push(Report::ok(BUCKET_READY, "BucketReady", format!("bucket {name}: {summary}")))
+                }
+            }
             (name.clone(), desired.resync_interval, Some(bucket::synced_status(name, now)))
         }
         BucketOutcome::NotDue { name, next_check_in } => {
@@ -432,6 +504,26 @@ async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Res
         BucketOutcome::AdoptedBucketNotOurs { name } => {
             let message = format!("spec.storageBucket.name {name:?} belongs to another account or cluster");
             return stop_on_bucket(ctx, vi, desired, reports, "BucketOwnedByOther", message).await;
+        }
+        BucketOutcome::UnmarkedBucketNotAdopted { name } => {
+            let message = format!(
+                "spec.storageBucket.name {name:?} carries no owner marks of this or any cluster; nothing was \
+                 written to it. Set spec.storageBucket.adoptUnmarkedBucket: true to adopt it"
+            );
+            return stop_on_bucket(ctx, vi, desired, reports, "UnmarkedBucketNotAdopted", message).await;
+        }
+        BucketOutcome::OwnedByAnotherCluster { name, claimant } => {
+            let now_owner = match claimant {
+                Some(cluster) => format!("now carries the owner mark of cluster {cluster:?}"),
+                None => "now belongs to another account or project".to_owned(),
+            };
+            let message = format!(
+                "bucket {name} is this cluster's ({:?}) backup bucket but {now_owner}; nothing was written \
+                 to it and it was not replaced, so existing backups stay reachable. An administrator \
+                 must restore the owner mark or point spec.storageBucket.name at the right bucket",
+                ctx.infrastructure_name
+            );
+            return stop_on_bucket(ctx, vi, desired, reports, "BucketOwnedByAnotherCluster", message).await;
         }
     };
 
@@ -493,6 +585,9 @@ async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Res
     write_status(ctx, vi, |status| {
         if let Some(storage) = storage {
             status.storage_bucket = Some(storage);
+        }
+        if let Some(managed) = managed_bucket {
+            status.managed_bucket = Some(managed);
         }
         status.observed_generation = vi.metadata.generation;
         status.platform = Some(ctx.platform.name().to_owned());
@@ -657,6 +752,25 @@ mod tests {
             let j = jitter(Duration::from_secs(3600));
             assert!(j >= Duration::from_secs(3240) && j <= Duration::from_secs(3960), "{j:?}");
         }
+    }
+
+    #[test]
+    fn status_patch_names_only_changed_fields() {
+        let bucket = |name: &str| crate::crd::StorageBucketStatus {
+            name: Some(name.into()),
+            provisioned: false,
+            last_sync_timestamp: None,
+        };
+        let current = VeleroInstallStatus {
+            storage_bucket: Some(bucket("stale")),
+            platform: Some("AWS".into()),
+            ..Default::default()
+        };
+        let mut next = current.clone();
+        next.observed_generation = Some(2);
+        next.platform = None;
+        let patch = status_patch(&current, &next);
+        assert_eq!(patch, json!({"observedGeneration": 2, "platform": null}), "storageBucket not sent");
     }
 
     #[test]

@@ -39,10 +39,14 @@ fn invalid(field: &'static str, message: impl Into<String>) -> InvalidSpec {
 pub struct DesiredInstall {
     /// A bucket to adopt instead of generating a name.
     pub adopt_bucket: Option<String>,
+    /// The spec confirms adopting `adopt_bucket` although it carries no owner marks.
+    pub adopt_unmarked_bucket: bool,
     /// Default encryption of the bucket.
     pub encryption: Encryption,
     /// Expiry of `backups/`, in days.
     pub retention_days: u32,
+    /// `spec.backupRetentionDays` is set: an adopted unmarked bucket gets the expiry rule too.
+    pub retention_explicit: bool,
     /// How often bucket settings are re-checked.
     pub resync_interval: Duration,
     /// Velero server image.
@@ -76,9 +80,11 @@ pub fn validate(spec: &VeleroInstallSpec, platform: &dyn Platform) -> Result<Des
         return Err(invalid("spec.resyncInterval", "must be at least 1m"));
     }
     Ok(DesiredInstall {
+        adopt_unmarked_bucket: bucket.adopt_unmarked_bucket.unwrap_or(false),
         adopt_bucket: bucket.name,
         encryption,
         retention_days,
+        retention_explicit: spec.backup_retention_days.is_some(),
         resync_interval,
         velero_image: images::choose(
             spec.velero_image.as_deref(),
@@ -205,6 +211,7 @@ mod tests {
         let bucket = |id: Option<&str>, name: Option<&str>| VeleroInstallSpec {
             storage_bucket: Some(StorageBucketSpec {
                 name: None,
+                adopt_unmarked_bucket: None,
                 kms_key_id: id.map(Into::into),
                 kms_key_name: name.map(Into::into),
             }),

@@ -72,6 +72,23 @@ pub(crate) fn s3(settings: &ClientSettings, credentials: Arc<dyn CredentialSourc
 
 /// The STS client for web identity exchanges, which are unsigned (the token is the proof).
 pub(crate) fn sts(settings: &ClientSettings) -> aws_sdk_sts::Client {
+    aws_sdk_sts::Client::from_conf(sts_config(settings).build())
+}
+
+/// The STS client signing with the operator's credentials, for GetCallerIdentity (the account
+/// every bucket call pins as its expected owner). A separate client from [`sts`]: the credential
+/// source itself uses that one for web identity exchanges.
+pub(crate) fn sts_signed(
+    settings: &ClientSettings,
+    credentials: Arc<dyn CredentialSource>,
+) -> aws_sdk_sts::Client {
+    let config = sts_config(settings)
+        .credentials_provider(SdkCredentials(credentials))
+        .identity_cache(aws_sdk_sts::config::IdentityCache::no_cache());
+    aws_sdk_sts::Client::from_conf(config.build())
+}
+
+fn sts_config(settings: &ClientSettings) -> aws_sdk_sts::config::Builder {
     let mut builder = aws_sdk_sts::Config::builder()
         .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
         .http_client(https_client())
@@ -82,5 +99,5 @@ pub(crate) fn sts(settings: &ClientSettings) -> aws_sdk_sts::Client {
     if let Some(endpoint) = &settings.endpoint {
         builder = builder.endpoint_url(endpoint);
     }
-    aws_sdk_sts::Client::from_conf(builder.build())
+    builder
 }

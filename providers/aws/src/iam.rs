@@ -26,9 +26,13 @@ pub const S3_OPERATIONS: &[(&str, &str)] = &[
     ("HeadBucket", "s3:ListBucket"),
 ];
 
+/// SDK operation name -> IAM action, for the STS operations the provider calls with the
+/// operator's credentials: the account every bucket call pins as its expected owner.
+pub const STS_OPERATIONS: &[(&str, &str)] = &[("GetCallerIdentity", "sts:GetCallerIdentity")];
+
 /// The IAM action an SDK operation needs; `None` for an operation the provider does not call.
 pub fn action_of(operation: &str) -> Option<&'static str> {
-    S3_OPERATIONS.iter().find(|(op, _)| *op == operation).map(|(_, action)| *action)
+    S3_OPERATIONS.iter().chain(STS_OPERATIONS).find(|(op, _)| *op == operation).map(|(_, action)| *action)
 }
 
 /// The IAM action of an S3 operation the provider calls, for error messages.
@@ -38,7 +42,8 @@ pub(crate) fn action(operation: &'static str) -> &'static str {
 
 /// Every IAM action the operator needs, sorted.
 pub fn operator_actions() -> Vec<&'static str> {
-    let mut actions: Vec<&'static str> = S3_OPERATIONS.iter().map(|(_, action)| *action).collect();
+    let mut actions: Vec<&'static str> =
+        S3_OPERATIONS.iter().chain(STS_OPERATIONS).map(|(_, action)| *action).collect();
     actions.sort_unstable();
     actions.dedup();
     actions
@@ -46,13 +51,21 @@ pub fn operator_actions() -> Vec<&'static str> {
 
 /// The operator's `AWSProviderSpec.statementEntries` for the partition: S3 bucket administration
 /// on `arn:<partition>:s3:::*` (the bucket name is chosen at run time and recovery lists every
-/// bucket), and no DeleteBucket or object access.
+/// bucket), no DeleteBucket or object access; and `sts:GetCallerIdentity` (resource `*`, the
+/// only form IAM accepts for it).
 pub fn operator_statements(partition: Partition) -> Vec<Value> {
-    vec![json!({
-        "effect": "Allow",
-        "action": operator_actions(),
-        "resource": format!("arn:{}:s3:::*", partition.as_str()),
-    })]
+    let mut s3: Vec<&str> = S3_OPERATIONS.iter().map(|(_, action)| *action).collect();
+    s3.sort_unstable();
+    s3.dedup();
+    let sts: Vec<&str> = STS_OPERATIONS.iter().map(|(_, action)| *action).collect();
+    vec![
+        json!({
+            "effect": "Allow",
+            "action": s3,
+            "resource": format!("arn:{}:s3:::*", partition.as_str()),
+        }),
+        json!({"effect": "Allow", "action": sts, "resource": "*"}),
+    ]
 }
 
 /// The operator's CredentialsRequest `spec.providerSpec` for the partition.
@@ -83,6 +96,7 @@ mod tests {
             "s3:PutBucketTagging",
             "s3:PutEncryptionConfiguration",
             "s3:PutLifecycleConfiguration",
+            "sts:GetCallerIdentity",
         ];
         assert_eq!(operator_actions(), expected);
         assert!(operator_actions().iter().all(|a| !a.contains("Delete") && !a.contains("Object")));

@@ -108,7 +108,11 @@ impl AwsPlatformBuilder {
             Some(source) => source,
             None => Arc::new(FileCredentialSource::new(&self.config.credentials_dir, client::sts(&settings))),
         };
-        let store = S3Store::new(client::s3(&settings, credentials.clone()), region.clone());
+        let store = S3Store::new(
+            client::s3(&settings, credentials.clone()),
+            client::sts_signed(&settings, credentials.clone()),
+            region.clone(),
+        );
         Ok(AwsPlatform { region, store: Arc::new(store), credentials, counter })
     }
 }

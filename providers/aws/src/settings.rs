@@ -183,7 +183,8 @@ mod tests {
             region: "eu-west-1".into(),
             owner: Owner::new("c"),
             encryption: Encryption::ProviderManaged,
-            retention_days: 30,
+            retention_days: Some(30),
+            applied_retention_days: None,
         };
         for rule in spec.managed_lifecycle() {
             let s3 = rule_to(&rule).expect("valid rule");

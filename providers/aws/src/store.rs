@@ -5,6 +5,8 @@
 //! written, foreign tags and lifecycle rules are carried over, and nothing is ever deleted: the
 //! client here is never asked for DeleteBucket, DeleteObject or Object Lock.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use aws_sdk_s3::{
     operation::get_bucket_lifecycle_configuration::GetBucketLifecycleConfigurationOutput,
@@ -16,6 +18,7 @@ use mvo_core::{
     Setting,
     bucket::{ABORT_UPLOADS_RULE_ID, BACKUP_EXPIRY_RULE_ID},
 };
+use tokio::sync::OnceCell;
 
 use crate::{
     errors::{self, Call},
@@ -29,9 +32,16 @@ const RECOVERY_CONCURRENCY: usize = 8;
 const US_EAST_1: &str = "us-east-1";
 
 /// The S3 bucket operations of one account in one region.
+///
+/// Every call about a bucket carries `ExpectedBucketOwner` = the operator's account, learned once
+/// with STS GetCallerIdentity on the first bucket call (not at startup: the credentials secret may
+/// not exist yet then). S3 answers a call on a bucket of another account with 403, so a name that
+/// another account re-registered after an out-of-band delete is never read as ours or written.
 #[derive(Debug, Clone)]
 pub(crate) struct S3Store {
     client: aws_sdk_s3::Client,
+    sts: aws_sdk_sts::Client,
+    account: Arc<OnceCell<String>>,
     region: String,
 }
 
@@ -59,13 +69,33 @@ fn uninspectable(err: &Error) -> bool {
 }
 
 impl S3Store {
-    pub(crate) fn new(client: aws_sdk_s3::Client, region: String) -> Self {
-        S3Store { client, region }
+    pub(crate) fn new(client: aws_sdk_s3::Client, sts: aws_sdk_sts::Client, region: String) -> Self {
+        S3Store { client, sts, account: Arc::default(), region }
+    }
+
+    /// The operator's AWS account ID, asked from STS once.
+    async fn account(&self) -> Result<&str> {
+        let account = self
+            .account
+            .get_or_try_init(|| async {
+                let identity = self
+                    .sts
+                    .get_caller_identity()
+                    .send()
+                    .await
+                    .map_err(|e| errors::map(e, Call::global("sts:GetCallerIdentity")))?;
+                identity.account().filter(|a| !a.is_empty()).map(str::to_owned).ok_or_else(|| {
+                    Error::Unauthenticated { message: "sts:GetCallerIdentity named no account".into() }
+                })
+            })
+            .await?;
+        Ok(account.as_str())
     }
 
     /// The bucket's region when it exists, `None` when it does not.
     async fn head(&self, name: &str) -> Result<Option<String>> {
-        match self.client.head_bucket().bucket(name).send().await {
+        let account = self.account().await?;
+        match self.client.head_bucket().bucket(name).expected_bucket_owner(account).send().await {
             // S3 always sends x-amz-bucket-region; fall back to ours rather than spend a read.
             Ok(out) => Ok(Some(out.bucket_region().unwrap_or(&self.region).to_owned())),
             Err(err) => match errors::map(err, Call::on(action("HeadBucket"), name)) {
@@ -110,8 +140,10 @@ impl S3Store {
 
     /// The four setting reads, concurrently.
     async fn read_settings(&self, name: &str, region: String) -> Result<Observed> {
+        let account = self.account().await?;
         let encryption = async {
-            let out = self.client.get_bucket_encryption().bucket(name).send().await;
+            let out =
+                self.client.get_bucket_encryption().bucket(name).expected_bucket_owner(account).send().await;
             let call = Call::on(action("GetBucketEncryption"), name);
             let out = errors::map_with(out, "ServerSideEncryptionConfigurationNotFoundError", call)?;
             Ok::<_, Error>(settings::encryption_from(
@@ -119,7 +151,13 @@ impl S3Store {
             ))
         };
         let public_access = async {
-            let out = self.client.get_public_access_block().bucket(name).send().await;
+            let out = self
+                .client
+                .get_public_access_block()
+                .bucket(name)
+                .expected_bucket_owner(account)
+                .send()
+                .await;
             let call = Call::on(action("GetPublicAccessBlock"), name);
             let out = errors::map_with(out, "NoSuchPublicAccessBlockConfiguration", call)?;
             Ok::<_, Error>(settings::public_access_from(
@@ -127,7 +165,13 @@ impl S3Store {
             ))
         };
         let lifecycle = async {
-            let out = self.client.get_bucket_lifecycle_configuration().bucket(name).send().await;
+            let out = self
+                .client
+                .get_bucket_lifecycle_configuration()
+                .bucket(name)
+                .expected_bucket_owner(account)
+                .send()
+                .await;
             let call = Call::on(action("GetBucketLifecycleConfiguration"), name);
             let out = errors::map_with(out, "NoSuchLifecycleConfiguration", call)?;
             Ok::<_, Error>(
@@ -135,7 +179,8 @@ impl S3Store {
             )
         };
         let tags = async {
-            let out = self.client.get_bucket_tagging().bucket(name).send().await;
+            let out =
+                self.client.get_bucket_tagging().bucket(name).expected_bucket_owner(account).send().await;
             let call = Call::on(action("GetBucketTagging"), name);
             let out = errors::map_with(out, "NoSuchTagSet", call)?;
             Ok::<_, Error>(out.map(|o| settings::tags_from(o.tag_set())).unwrap_or_default())
@@ -161,6 +206,7 @@ impl S3Store {
     /// Writes one setting to its desired value and updates `observed` to match.
     async fn write(&self, spec: &BucketSpec, setting: Setting, observed: &mut Observed) -> Result<()> {
         let name = spec.name.as_str();
+        let account = self.account().await?;
         let state = &mut observed.state;
         match setting {
             Setting::Encryption => {
@@ -169,6 +215,7 @@ impl S3Store {
                     .client
                     .put_bucket_encryption()
                     .bucket(name)
+                    .expected_bucket_owner(account)
                     .server_side_encryption_configuration(config)
                     .send()
                     .await;
@@ -181,6 +228,7 @@ impl S3Store {
                     .client
                     .put_public_access_block()
                     .bucket(name)
+                    .expected_bucket_owner(account)
                     .public_access_block_configuration(settings::public_access_all_blocked())
                     .send()
                     .await;
@@ -200,6 +248,7 @@ impl S3Store {
                     .client
                     .put_bucket_lifecycle_configuration()
                     .bucket(name)
+                    .expected_bucket_owner(account)
                     .lifecycle_configuration(settings::lifecycle_to(rules.clone())?)
                     .send()
                     .await;
@@ -213,6 +262,7 @@ impl S3Store {
                     .client
                     .put_bucket_tagging()
                     .bucket(name)
+                    .expected_bucket_owner(account)
                     .tagging(settings::tags_to(&merged)?)
                     .send()
                     .await;
@@ -225,7 +275,9 @@ impl S3Store {
 
     /// Recovery verdict for one listed bucket.
     async fn inspect(&self, name: String, owner: &Owner) -> Result<Inspection> {
-        let located = self.client.get_bucket_location().bucket(&name).send().await;
+        let account = self.account().await?;
+        let located =
+            self.client.get_bucket_location().bucket(&name).expected_bucket_owner(account).send().await;
         let region = match located {
             Ok(out) => settings::region_of_location(out.location_constraint().map(|c| c.as_str())),
             Err(err) => {
@@ -236,7 +288,8 @@ impl S3Store {
         if region != self.region {
             return Ok(Inspection::NotOurs);
         }
-        let tagged = self.client.get_bucket_tagging().bucket(&name).send().await;
+        let tagged =
+            self.client.get_bucket_tagging().bucket(&name).expected_bucket_owner(account).send().await;
         let tags = match errors::map_with(tagged, "NoSuchTagSet", Call::on(action("GetBucketTagging"), &name))
         {
             Ok(out) => out.map(|o| settings::tags_from(o.tag_set())).unwrap_or_default(),
@@ -309,7 +362,10 @@ impl ObjectStore for S3Store {
             return Err(Error::AlreadyOwnedByOther { bucket: spec.name.clone() });
         }
         let mut corrected = observed.state.drift(spec, false);
-        if !observed.encryption_exact && !corrected.contains(&Setting::Encryption) {
+        // An inexact form only matters when a key is asked for: any KMS form is stronger than the
+        // AES256 default and is never weakened.
+        let kms_wanted = matches!(spec.encryption, mvo_core::Encryption::Kms { .. });
+        if kms_wanted && !observed.encryption_exact && !corrected.contains(&Setting::Encryption) {
             corrected.insert(0, Setting::Encryption);
         }
         for setting in &corrected {

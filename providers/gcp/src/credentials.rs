@@ -135,10 +135,11 @@ fn sdk_credentials(kind: &CredentialKind, json: Value) -> Result<Credentials> {
     })
 }
 
-/// One parsed version of the file.
+/// One parsed version of the file. The raw document is a [`Secret`]: a service-account key
+/// holds a private key, and this struct is reachable from every `Debug` of the provider.
 #[derive(Debug)]
 struct Loaded {
-    content: String,
+    content: Secret,
     kind: CredentialKind,
     credential: Arc<Credential>,
     sdk: Credentials,
@@ -187,7 +188,7 @@ impl FileCredentialSource {
         };
         let mut cached = self.loaded.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(loaded) = cached.as_ref()
-            && loaded.content == content
+            && loaded.content.expose() == content
         {
             return Ok(loaded.clone());
         }
@@ -198,7 +199,7 @@ impl FileCredentialSource {
             // The SDK derives and refreshes short-lived tokens from the document itself.
             expires_at: None,
         });
-        let loaded = Arc::new(Loaded { content, kind, credential, sdk });
+        let loaded = Arc::new(Loaded { content: Secret::new(content), kind, credential, sdk });
         *cached = Some(loaded.clone());
         Ok(loaded)
     }

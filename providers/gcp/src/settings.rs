@@ -8,7 +8,10 @@
 //! - public access: uniform bucket-level access -> the two ACL flags, public access prevention
 //!   `enforced` -> the two policy flags;
 //! - lifecycle: GCS rules have no IDs. A `Delete` rule whose only conditions are an age and
-//!   `matches_prefix == ["backups/"]` is the managed "Backup Expiry"; an
+//!   `matches_prefix == ["backups/"]` is the managed "Backup Expiry" only when its age is one the
+//!   operator applied or applies ([`BucketSpec::managed_expiry_ages`]): a user's own rule on
+//!   `backups/` of another age is foreign and kept. Where no spec is at hand (reporting a
+//!   bucket's state), the shape alone names it. An
 //!   `AbortIncompleteMultipartUpload` rule with only an age is "Abort Incomplete Uploads"; every
 //!   other rule is foreign, named `gcs-rule-<position>`, and written back verbatim;
 //! - labels: as a map; the owner labels are sanitised ([`mvo_core::Owner::labels`]).
@@ -100,8 +103,9 @@ fn age(condition: &Condition) -> Option<u32> {
     condition.age_days.and_then(|d| u32::try_from(d).ok())
 }
 
-/// The managed rule a GCS rule is, if it is exactly one of the operator's shapes.
-fn managed_rule(rule: &Rule) -> Option<LifecycleRule> {
+/// The managed rule a GCS rule is, if it is exactly one of the operator's shapes (and, for the
+/// expiry rule, of one of `expiry_ages` when given).
+fn managed_rule(rule: &Rule, expiry_ages: Option<&[u32]>) -> Option<LifecycleRule> {
     let action = rule.action.as_ref()?;
     let condition = rule.condition.as_ref()?;
     if !action.storage_class.is_empty() {
@@ -117,12 +121,17 @@ fn managed_rule(rule: &Rule) -> Option<LifecycleRule> {
         return None;
     }
     match action.r#type.as_str() {
-        DELETE if condition.matches_prefix == [BACKUPS_PREFIX] => Some(LifecycleRule {
-            id: BACKUP_EXPIRY_RULE_ID.into(),
-            prefix: BACKUPS_PREFIX.into(),
-            action: LifecycleAction::Expire { days },
-            enabled: true,
-        }),
+        DELETE
+            if condition.matches_prefix == [BACKUPS_PREFIX]
+                && expiry_ages.is_none_or(|ages| ages.contains(&days)) =>
+        {
+            Some(LifecycleRule {
+                id: BACKUP_EXPIRY_RULE_ID.into(),
+                prefix: BACKUPS_PREFIX.into(),
+                action: LifecycleAction::Expire { days },
+                enabled: true,
+            })
+        }
         ABORT_UPLOADS if condition.matches_prefix.is_empty() => Some(LifecycleRule {
             id: ABORT_UPLOADS_RULE_ID.into(),
             prefix: String::new(),
@@ -160,12 +169,18 @@ pub(crate) struct Observed {
     pub foreign_rules: Vec<Rule>,
 }
 
-/// Reads a bucket into the neutral state.
-pub(crate) fn observe(bucket: &Bucket) -> Observed {
+/// Reads a bucket into the neutral state; `spec`, when given, says which expiry rule is ours.
+pub(crate) fn observe(bucket: &Bucket, spec: Option<&BucketSpec>) -> Observed {
+    let ages = spec.map(BucketSpec::managed_expiry_ages);
     let mut lifecycle = Vec::new();
     let mut foreign_rules = Vec::new();
+    let mut expiry_seen = false;
     for (position, rule) in bucket.lifecycle.iter().flat_map(|l| l.rule.iter()).enumerate() {
-        if let Some(managed) = managed_rule(rule) {
+        // Only one rule can be ours: a second one of a managed age is someone else's copy.
+        let managed = managed_rule(rule, ages.as_deref())
+            .filter(|m| !(expiry_seen && matches!(m.action, LifecycleAction::Expire { .. })));
+        if let Some(managed) = managed {
+            expiry_seen |= matches!(managed.action, LifecycleAction::Expire { .. });
             lifecycle.push(managed);
         } else {
             lifecycle.extend(foreign_rule(position, rule));
@@ -309,7 +324,8 @@ mod tests {
             region: "europe-west4".into(),
             owner: Owner::new("Cluster.One"),
             encryption: Encryption::ProviderManaged,
-            retention_days: 30,
+            retention_days: Some(30),
+            applied_retention_days: None,
         }
     }
 
@@ -328,7 +344,7 @@ mod tests {
             bucket.labels.get("velero-io-infrastructurename").map(String::as_str),
             Some("cluster-one")
         );
-        let observed = observe(&bucket);
+        let observed = observe(&bucket, Some(&spec));
         assert!(observed.state.drift(&spec, true).is_empty(), "{:?}", observed.state);
         assert!(observed.foreign_rules.is_empty());
         assert_eq!(observed.state.lifecycle, spec.managed_lifecycle());
@@ -339,10 +355,10 @@ mod tests {
         let spec = spec();
         let mut bucket = created(&spec);
         bucket.iam_config.as_mut().expect("iam").public_access_prevention = "inherited".into();
-        let state = observe(&bucket).state;
+        let state = observe(&bucket, Some(&spec)).state;
         assert!(state.public_access.block_public_acls && state.public_access.ignore_public_acls);
         assert!(!state.public_access.block_public_policy && !state.public_access.restrict_public_buckets);
-        let (_, paths) = patch(&spec, &bucket, &observe(&bucket), &[Setting::PublicAccess]);
+        let (_, paths) = patch(&spec, &bucket, &observe(&bucket, Some(&spec)), &[Setting::PublicAccess]);
         assert_eq!(paths, [PATH_PAP]);
     }
 
@@ -367,13 +383,14 @@ mod tests {
         let lifecycle = bucket.lifecycle.as_mut().expect("lifecycle");
         lifecycle.rule.insert(0, transition.clone());
         lifecycle.rule.push(logs.clone());
-        let observed = observe(&bucket);
+        let observed = observe(&bucket, Some(&spec));
         assert_eq!(observed.foreign_rules, vec![transition.clone(), logs.clone()]);
         let ids: Vec<&str> = observed.state.lifecycle.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, [BACKUP_EXPIRY_RULE_ID, ABORT_UPLOADS_RULE_ID, "gcs-rule-3"]);
 
         let mut longer = spec.clone();
-        longer.retention_days = 60;
+        longer.applied_retention_days = longer.retention_days;
+        longer.retention_days = Some(60);
         let drift = observed.state.drift(&longer, true);
         assert_eq!(drift, vec![Setting::Lifecycle]);
         let (patch, paths) = patch(&longer, &bucket, &observed, &drift);
@@ -382,15 +399,17 @@ mod tests {
         assert_eq!(&rules[..2], &[transition, logs]);
         let mut rewritten = bucket.clone();
         rewritten.lifecycle = patch.lifecycle.clone();
-        assert_eq!(observe(&rewritten).state.drift(&longer, true), vec![]);
+        assert_eq!(observe(&rewritten, Some(&longer)).state.drift(&longer, true), vec![]);
     }
 
     #[test]
     fn a_rule_with_extra_conditions_is_not_mistaken_for_a_managed_one() {
         let spec = spec();
         let mut rule = rule_to(&spec.managed_lifecycle()[0]);
+        assert!(managed_rule(&rule, Some(&[30])).is_some());
+        assert!(managed_rule(&rule, Some(&[45])).is_none(), "a backups/ rule of another age is a user's");
         rule.condition.as_mut().expect("condition").is_live = Some(false);
-        assert!(managed_rule(&rule).is_none());
+        assert!(managed_rule(&rule, None).is_none());
         assert_eq!(foreign_rule(0, &rule).map(|r| r.id), Some("gcs-rule-0".to_owned()));
     }
 
@@ -400,7 +419,7 @@ mod tests {
         let mut bucket = created(&spec);
         bucket.labels.remove("velero-io-backup-location");
         bucket.labels.insert("team".into(), "storage".into());
-        let observed = observe(&bucket);
+        let observed = observe(&bucket, Some(&spec));
         let (patch_body, paths) = patch(&spec, &bucket, &observed, &[Setting::Tags]);
         assert_eq!(paths, [PATH_LABELS]);
         assert_eq!(patch_body.labels.get("team").map(String::as_str), Some("storage"));

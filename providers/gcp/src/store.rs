@@ -8,6 +8,8 @@
 //! A compliant bucket costs one read and no write. Nothing is ever deleted: [`Control`] cannot
 //! issue DeleteBucket or any object call.
 
+use std::sync::{Arc, OnceLock};
+
 use async_trait::async_trait;
 use google_cloud_gax::error::Error as GaxError;
 use google_cloud_storage::model::Bucket;
@@ -46,11 +48,29 @@ pub(crate) struct GcsStore {
     control: Control,
     project: String,
     region: String,
+    /// Our project as GCS reports it on buckets (`projects/<number>`), learned from a bucket we
+    /// created or found listed in our project, so the steady-state check needs no listing.
+    project_number: Arc<OnceLock<String>>,
 }
 
 impl GcsStore {
     pub(crate) fn new(control: Control, project: String, region: String) -> Self {
-        GcsStore { control, project, region }
+        GcsStore { control, project, region, project_number: Arc::default() }
+    }
+
+    /// Whether `bucket` belongs to our project. A bucket of another project that we may read
+    /// (a cross-project grant) is not ours, whatever its labels say.
+    async fn in_our_project(&self, name: &str, bucket: &Bucket) -> Result<bool> {
+        if bucket.project == self.parent() || self.project_number.get() == Some(&bucket.project) {
+            return Ok(true);
+        }
+        // GCS reports the owning project by number; our configuration has its ID. A listing of
+        // our project settles it once, without knowing the number.
+        let listed = self.listed_in_project(name).await?;
+        if listed && !bucket.project.is_empty() {
+            let _ = self.project_number.set(bucket.project.clone());
+        }
+        Ok(listed)
     }
 
     fn parent(&self) -> String {
@@ -106,8 +126,10 @@ impl GcsStore {
         }
     }
 
-    /// Refuses a bucket that is not ours: labelled for another cluster, or unlabelled and not in
-    /// our project. Our labels on a readable bucket are enough (the steady-state path: no call).
+    /// Refuses a bucket that is not ours (SPEC 5.2: ours = our project AND our labels, or no
+    /// owner labels yet): labelled for another cluster, or in another project whatever its labels
+    /// say (our labels copied onto a bucket in a project we were granted access to do not make it
+    /// ours). Once our project's number is known, the steady-state path makes no extra call.
     async fn check_ownership(&self, spec: &BucketSpec, bucket: &Bucket) -> Result<()> {
         let labels = settings::labels(bucket);
         if let Some(claimant) = settings::claimant(&labels)
@@ -115,12 +137,7 @@ impl GcsStore {
         {
             return Err(Error::AlreadyOwnedByOther { bucket: spec.name.clone() });
         }
-        if spec.owner.owns_labels(&labels) {
-            return Ok(());
-        }
-        // GCS reports the owning project by number; our configuration has its ID. A listing of
-        // our project settles it without knowing the number.
-        if bucket.project == self.parent() || self.listed_in_project(&spec.name).await? {
+        if self.in_our_project(&spec.name, bucket).await? {
             Ok(())
         } else {
             Err(Error::AlreadyOwnedByOther { bucket: spec.name.clone() })
@@ -142,7 +159,7 @@ impl GcsStore {
 
     /// Corrects the drifted settings of an existing bucket with one UpdateBucket.
     async fn enforce(&self, spec: &BucketSpec, bucket: Bucket) -> Result<BucketReport> {
-        let observed: Observed = settings::observe(&bucket);
+        let observed: Observed = settings::observe(&bucket, Some(spec));
         let corrected = observed.state.drift(spec, true);
         if corrected.is_empty() {
             return Ok(BucketReport { created: false, corrected, state: observed.state });
@@ -156,7 +173,7 @@ impl GcsStore {
             .await
             .map_err(|e: GaxError| errors::map(e, call))?;
         tracing::info!(bucket = %spec.name, ?corrected, "corrected bucket drift");
-        Ok(BucketReport { created: false, corrected, state: settings::observe(&updated).state })
+        Ok(BucketReport { created: false, corrected, state: settings::observe(&updated, Some(spec)).state })
     }
 }
 
@@ -199,7 +216,10 @@ impl ObjectStore for GcsStore {
             None => match self.create(spec).await? {
                 Created::Bucket(created) => {
                     tracing::info!(bucket = %spec.name, location = %created.location, "created bucket");
-                    let state = settings::observe(&created).state;
+                    if !created.project.is_empty() {
+                        let _ = self.project_number.set(created.project.clone());
+                    }
+                    let state = settings::observe(&created, Some(spec)).state;
                     return Ok(BucketReport { created: true, corrected: Vec::new(), state });
                 }
                 // The name may exist: created meanwhile (a crashed or concurrent attempt of ours)
@@ -218,6 +238,6 @@ impl ObjectStore for GcsStore {
 
     async fn observe_bucket(&self, name: &str) -> Result<BucketState> {
         let bucket = self.get(name).await?.ok_or_else(|| Error::bucket_not_found(name))?;
-        Ok(settings::observe(&bucket).state)
+        Ok(settings::observe(&bucket, None).state)
     }
 }

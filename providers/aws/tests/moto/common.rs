@@ -3,7 +3,7 @@
 //! interceptor the harness arms to make the provider's next call fail.
 
 use std::{
-    collections::{BTreeSet, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
 };
 
@@ -94,7 +94,14 @@ fn backdoor_error(what: &str, err: impl std::fmt::Display) -> Error {
 struct FaultState {
     next: VecDeque<Fault>,
     denied_buckets: BTreeSet<String>,
+    /// Bucket -> the account S3 would say owns it (moto does not check ExpectedBucketOwner).
+    owners: BTreeMap<String, String>,
+    /// Every request: (operation, bucket in the URI, `x-amz-expected-bucket-owner` header).
+    sent: Vec<(String, Option<String>, Option<String>)>,
 }
+
+/// The header S3 compares with a bucket's owner account (403 AccessDenied when they differ).
+const EXPECTED_OWNER_HEADER: &str = "x-amz-expected-bucket-owner";
 
 /// Replaces the provider's next HTTP response with a canned S3 error, or every response about a
 /// denied bucket with 403 AccessDenied (a bucket policy refusing us, which moto does not enforce).
@@ -125,6 +132,18 @@ impl FaultInjector {
     pub fn deny_bucket(&self, bucket: &str) {
         self.lock().denied_buckets.insert(bucket.to_owned());
     }
+
+    /// Makes `bucket` belong to `account` as real S3 checks it: a request naming another account
+    /// in `x-amz-expected-bucket-owner` gets 403 AccessDenied. moto ignores the header; a request
+    /// without it is let through, as S3 does.
+    pub fn owned_by(&self, bucket: &str, account: &str) {
+        self.lock().owners.insert(bucket.to_owned(), account.to_owned());
+    }
+
+    /// Every request sent so far: (operation, bucket, expected-owner header).
+    pub fn sent(&self) -> Vec<(String, Option<String>, Option<String>)> {
+        self.lock().sent.clone()
+    }
 }
 
 /// The bucket of a path-style request URI (`http://host:port/bucket?tagging`).
@@ -144,9 +163,10 @@ fn canned(fault: Fault) -> (u16, &'static str) {
     }
 }
 
-/// The request URI, kept for the response hook (the request itself has been sent by then).
+/// The request URI and expected-owner header, kept for the response hook (the request itself
+/// has been sent by then).
 #[derive(Debug, Clone)]
-struct SentUri(String);
+struct SentUri(String, Option<String>);
 
 impl Storable for SentUri {
     type Storer = StoreReplace<Self>;
@@ -163,7 +183,9 @@ impl Intercept for FaultInjector {
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> std::result::Result<(), BoxError> {
-        cfg.interceptor_state().store_put(SentUri(context.request().uri().to_owned()));
+        let request = context.request();
+        let expected = request.headers().get(EXPECTED_OWNER_HEADER).map(str::to_owned);
+        cfg.interceptor_state().store_put(SentUri(request.uri().to_owned(), expected));
         Ok(())
     }
 
@@ -175,10 +197,18 @@ impl Intercept for FaultInjector {
     ) -> std::result::Result<(), BoxError> {
         let operation = cfg.load::<Metadata>().map(|m| m.name().to_owned()).unwrap_or_default();
         let _ = &context;
-        let uri = cfg.load::<SentUri>().map(|u| u.0.clone()).unwrap_or_default();
+        let (uri, expected) = cfg.load::<SentUri>().map(|u| (u.0.clone(), u.1.clone())).unwrap_or_default();
         let response = {
             let mut state = self.lock();
-            if let Some(fault) = state.next.pop_front() {
+            let bucket = bucket_of(&uri).map(str::to_owned);
+            state.sent.push((operation.clone(), bucket.clone(), expected.clone()));
+            let wrong_owner = bucket
+                .as_ref()
+                .and_then(|b| state.owners.get(b))
+                .is_some_and(|owner| expected.as_ref().is_some_and(|e| e != owner));
+            if wrong_owner {
+                Some((403, "AccessDenied"))
+            } else if let Some(fault) = state.next.pop_front() {
                 Some(canned(fault))
             } else if operation != "ListBuckets"
                 && bucket_of(&uri).is_some_and(|b| state.denied_buckets.contains(b))

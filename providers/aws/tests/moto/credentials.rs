@@ -125,7 +125,8 @@ async fn web_identity_is_exchanged_with_sts_cached_and_used_for_s3() {
         region: REGION.into(),
         owner: mvo_core::Owner::new("sts-cluster"),
         encryption: mvo_core::Encryption::ProviderManaged,
-        retention_days: 7,
+        retention_days: Some(7),
+        applied_retention_days: None,
     };
     assert!(platform.object_store().ensure_bucket(&spec).await.expect("ensure with STS credentials").created);
     assert_eq!(platform.call_counter().calls("AssumeRoleWithWebIdentity"), 1);

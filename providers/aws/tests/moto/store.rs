@@ -15,7 +15,8 @@ fn spec(name: &str, owner: &str) -> BucketSpec {
         region: REGION.into(),
         owner: Owner::new(owner),
         encryption: Encryption::ProviderManaged,
-        retention_days: 30,
+        retention_days: Some(30),
+        applied_retention_days: None,
     }
 }
 
@@ -54,6 +55,7 @@ async fn create_writes_every_setting_once_and_steady_state_is_five_reads() {
         reads_only(&created),
         [
             ("CreateBucket", 1),
+            ("GetCallerIdentity", 1),
             ("HeadBucket", 1),
             ("PutBucketEncryption", 1),
             ("PutBucketLifecycleConfiguration", 1),
@@ -252,7 +254,7 @@ async fn foreign_lifecycle_rules_are_written_back_verbatim() {
         .send()
         .await
         .expect("tamper");
-    spec.retention_days = 45;
+    spec.retention_days = Some(45);
     let report = store.ensure_bucket(&spec).await.expect("new retention");
     assert_eq!(report.corrected, vec![Setting::Lifecycle]);
     let after =
@@ -298,7 +300,8 @@ async fn recovery_picks_our_cluster_among_several_and_ignores_other_regions() {
     let found = found.expect("find");
     assert!(matches!(&found, Recovery::Found { name, .. } if *name == ours_bucket), "{found:?}");
     let calls: Vec<&str> = calls.iter().map(|(op, _)| op.as_str()).collect();
-    assert_eq!(calls, ["GetBucketLocation", "GetBucketTagging", "ListBuckets"]);
+    // GetCallerIdentity once: the account the inspections pin as expected owner.
+    assert_eq!(calls, ["GetBucketLocation", "GetBucketTagging", "GetCallerIdentity", "ListBuckets"]);
     assert_eq!(platform.call_counter().writes(), 0, "recovery must not write");
 }
 
@@ -355,4 +358,73 @@ async fn our_bucket_refusing_head_is_permission_denied_not_foreign() {
         "{err:?}"
     );
     assert_eq!(platform.call_counter().writes(), 0);
+}
+
+/// The account moto's GetCallerIdentity reports for any credentials.
+const MOTO_ACCOUNT: &str = "123456789012";
+
+#[tokio::test]
+async fn every_call_on_a_bucket_pins_the_operators_account_as_expected_owner() {
+    let (platform, faults) = platform(REGION);
+    let door = backdoor(&platform, faults.clone());
+    let store = platform.object_store();
+    let spec = spec(&bucket_name("pinned"), "pinned-cluster");
+    store.ensure_bucket(&spec).await.expect("create");
+    door.set_encryption(&spec.name, None).await.expect("tamper");
+    door.set_public_access(&spec.name, PublicAccessBlock::default()).await.expect("tamper");
+    door.set_lifecycle(&spec.name, Vec::new()).await.expect("tamper");
+    door.set_tags(&spec.name, Tags::new()).await.expect("tamper");
+    store.ensure_bucket(&spec).await.expect("correct everything");
+    store.find_bucket(&spec.owner).await.expect("find");
+    let sent = faults.sent();
+    let on_bucket: Vec<_> = sent.iter().filter(|(_, bucket, _)| bucket.is_some()).collect();
+    let operations: BTreeSet<&str> = on_bucket.iter().map(|(op, _, _)| op.as_str()).collect();
+    assert!(operations.len() >= 10, "too few bucket operations seen: {operations:?}");
+    for (operation, bucket, expected) in on_bucket {
+        // CreateBucket has no ExpectedBucketOwner: a name nobody owns has no owner to expect.
+        if operation == "CreateBucket" {
+            continue;
+        }
+        assert_eq!(expected.as_deref(), Some(MOTO_ACCOUNT), "{operation} on {bucket:?} is not pinned");
+    }
+    let identity_calls = platform.call_counter().snapshot().get("GetCallerIdentity").map_or(0, |c| c.calls);
+    assert_eq!(identity_calls, 1, "the account is learned once");
+}
+
+#[tokio::test]
+async fn a_name_re_registered_by_another_account_is_refused_and_never_written() {
+    let (platform, faults) = platform(REGION);
+    let door = backdoor(&platform, faults.clone());
+    let store = platform.object_store();
+    let spec = spec(&bucket_name("reregistered"), "rereg-cluster");
+    store.ensure_bucket(&spec).await.expect("create");
+    door.delete_bucket(&spec.name).await.expect("deleted out of band");
+    // Another account takes the freed name; moto still lets us read it, real S3 would not
+    // when we say which account we expect.
+    let foreign = raw_client(REGION);
+    foreign
+        .create_bucket()
+        .bucket(&spec.name)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(REGION))
+                .build(),
+        )
+        .customize()
+        .mutate_request(|req| {
+            req.headers_mut().insert("x-moto-account-id", "222222222222");
+        })
+        .send()
+        .await
+        .expect("re-registered by another account");
+    faults.owned_by(&spec.name, "222222222222");
+    let writes = platform.call_counter().writes();
+    let err = store.ensure_bucket(&spec).await.expect_err("not ours any more");
+    assert!(matches!(err, Error::AlreadyOwnedByOther { ref bucket } if *bucket == spec.name), "{err}");
+    assert_eq!(platform.call_counter().writes(), writes, "wrote to another account's bucket");
+    // The 403 on HeadBucket is told apart from a missing permission by our own bucket list.
+    let err = store.observe_bucket(&spec.name).await.expect_err("refused read");
+    assert!(matches!(err, Error::AlreadyOwnedByOther { .. }), "{err}");
+    let denied_as_ours = faults.sent().iter().any(|(op, b, _)| op == "ListBuckets" && b.is_none());
+    assert!(denied_as_ours, "ListBuckets was not asked to tell 'not ours' from 'not allowed'");
 }

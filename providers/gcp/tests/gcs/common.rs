@@ -64,7 +64,8 @@ impl Fixture {
             region: REGION.into(),
             owner: Owner::new(format!("cluster-{}", &id[12..20])),
             encryption: Encryption::ProviderManaged,
-            retention_days: 90,
+            retention_days: Some(90),
+            applied_retention_days: None,
         }
     }
 

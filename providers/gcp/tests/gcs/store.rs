@@ -384,3 +384,67 @@ async fn a_bucket_in_our_project_we_cannot_read_is_permission_denied_not_someone
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn our_labels_on_a_bucket_of_another_project_do_not_make_it_ours() {
+    let f = Fixture::new();
+    let spec = f.spec();
+    // Another project's bucket carrying exactly our labels, on which our project was granted
+    // bucket-level admin: readable and writable by us, but not ours.
+    let mut theirs = labelled(&spec.name, REGION, &spec.owner);
+    theirs.lifecycle = None;
+    f.plane.insert("someone-else", theirs);
+    assert!(f.plane.share(&spec.name, PROJECT));
+    let err = f.platform.object_store().ensure_bucket(&spec).await.expect_err("not in our project");
+    assert!(matches!(&err, Error::AlreadyOwnedByOther { bucket } if *bucket == spec.name), "{err}");
+    assert!(f.updates().is_empty(), "updated another project's bucket: {:?}", f.updates());
+    assert_eq!(f.plane.bucket(&spec.name).map(|b| b.metageneration), Some(1));
+}
+
+#[tokio::test]
+async fn our_project_is_learned_once_and_the_steady_check_stays_one_read() {
+    let f = Fixture::new();
+    let spec = f.spec();
+    f.plane.insert(PROJECT, labelled(&spec.name, REGION, &spec.owner));
+    let store = f.platform.object_store();
+    store.ensure_bucket(&spec).await.expect("ours: our project, our labels");
+    f.plane.clear_received();
+    store.ensure_bucket(&spec).await.expect("steady");
+    assert_eq!(f.plane.received(), vec![Received::GetBucket { bucket: spec.name.clone() }]);
+}
+
+#[tokio::test]
+async fn a_users_own_delete_rule_on_backups_survives_every_sync() {
+    let f = Fixture::new();
+    let mut spec = f.spec();
+    let store = f.platform.object_store();
+    store.ensure_bucket(&spec).await.expect("create");
+    // GCS rules have no IDs: the user's rule has the managed rule's shape, another age.
+    let users = age_rule("Delete", 365, Some("backups/"));
+    f.plane.modify(&spec.name, |b| b.lifecycle.get_or_insert_default().rule.push(users.clone()));
+    let with_users = |f: &Fixture| {
+        let rules = f.plane.bucket(&spec.name).expect("bucket").lifecycle.expect("lifecycle").rule;
+        rules.iter().filter(|r| **r == users).count()
+    };
+    let report = store.ensure_bucket(&spec).await.expect("sync");
+    assert!(report.is_unchanged(), "the user's rule was taken for ours: {:?}", report.corrected);
+    assert_eq!(with_users(&f), 1);
+    // A retention change rewrites only the rule the operator applied (as recorded by it).
+    spec.applied_retention_days = spec.retention_days;
+    spec.retention_days = Some(30);
+    let report = store.ensure_bucket(&spec).await.expect("new retention");
+    assert_eq!(report.corrected, vec![Setting::Lifecycle]);
+    assert_eq!(with_users(&f), 1, "the user's rule was dropped");
+    let ages: Vec<i32> = f
+        .plane
+        .bucket(&spec.name)
+        .expect("bucket")
+        .lifecycle
+        .expect("lifecycle")
+        .rule
+        .iter()
+        .filter(|r| r.action.as_ref().is_some_and(|a| a.r#type == "Delete"))
+        .filter_map(|r| r.condition.as_ref().and_then(|c| c.age_days))
+        .collect();
+    assert_eq!(ages, [365, 30]);
+}
