@@ -97,15 +97,23 @@ async fn related_image_env_replaces_the_defaults_and_the_spec_wins_over_it() {
     assert!(images.iter().any(|i| i == MIRROR_AWS_PLUGIN), "{images:?}");
     assert!(images.iter().all(|i| i.starts_with("mirror.example.com/velero/")), "{images:?}");
     let jobs: Api<Job> = Api::namespaced(client.clone(), NAMESPACE);
-    let job_images: Vec<String> = jobs
-        .list(&Default::default())
-        .await
-        .expect("Jobs")
-        .items
-        .into_iter()
-        .flat_map(|j| j.spec.and_then(|s| s.template.spec).map(|p| p.containers).unwrap_or_default())
-        .filter_map(|c| c.image)
-        .collect();
+    // The CRD Job is applied after the Deployment: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job_images = loop {
+        let job_images: Vec<String> = jobs
+            .list(&Default::default())
+            .await
+            .expect("Jobs")
+            .items
+            .into_iter()
+            .flat_map(|j| j.spec.and_then(|s| s.template.spec).map(|p| p.containers).unwrap_or_default())
+            .filter_map(|c| c.image)
+            .collect();
+        if !job_images.is_empty() || Instant::now() > deadline {
+            break job_images;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(job_images, [MIRROR_VELERO], "the CRD Job runs the chosen Velero image");
 
     // The spec over the environment.
