@@ -3,7 +3,7 @@ CARGO ?= cargo
 CRD_FILE := deploy/crds/managed.openshift.io_veleroinstalls.yaml
 CRATES := mvo-core mvo-provider-aws mvo-provider-gcp mvo-testkit mvo-operator
 
-.PHONY: test testenv demo bench lint fmt crds check-crds check-crates bundle check-bundle
+.PHONY: test testenv demo demo-takeover bench lint fmt crds check-crds check-crates bundle check-bundle
 
 ## Run every test of the workspace (builds the local environment first when it is not cached).
 test: testenv
@@ -24,6 +24,11 @@ testenv:
 demo: testenv
 	$(CARGO) build --locked -p mvo-operator --bins --examples
 	$(CARGO) run --quiet --locked -p mvo-operator --example demo
+
+## Start from the state the Go MVO leaves and show the operator taking it over.
+demo-takeover: testenv
+	$(CARGO) build --locked -p mvo-operator --bins --examples
+	$(CARGO) run --quiet --locked -p mvo-operator --example demo_takeover
 
 ## Formatting check and clippy with warnings as errors.
 lint:

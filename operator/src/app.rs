@@ -238,6 +238,20 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             }
         }
     };
+    // Never act while the Go MVO may still act (a rolling replacement runs both pods for a while).
+    tokio::select! {
+        _ = crate::mvo_lock::wait_until_released(&client, &args.namespace, crate::mvo_lock::POLL) => {}
+        _ = shutdown.clone() => {
+            info!("stopped while waiting for the Go MVO's lock");
+            if let Some(renewal) = renewal {
+                renewal.abort();
+            }
+            if let Some(election) = &election {
+                election.release().await;
+            }
+            return Ok(());
+        }
+    }
     info!(namespace = %args.namespace, "controller starting");
     controller::run(ctx, &args.namespace, stop).await;
     info!("controller stopped");

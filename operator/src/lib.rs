@@ -3,7 +3,8 @@
 //! Module map: [`cli`] (flags), [`crd`] (the VeleroInstall API), [`infrastructure`] (cluster facts),
 //! [`providers`] (which clouds are linked), [`startup`] (facts -> provider, CRD probe),
 //! [`controller`] and [`reconcile`] (the work), [`metrics`], [`http`] (metrics and probes),
-//! [`leader`] (Lease election), [`telemetry`] (logs), [`app`] (the subcommands).
+//! [`leader`] (Lease election), [`mvo_lock`] (waiting for the Go MVO's lock), [`telemetry`] (logs),
+//! [`app`] (the subcommands).
 
 pub mod app;
 pub mod cli;
@@ -14,6 +15,7 @@ pub mod images;
 pub mod infrastructure;
 pub mod leader;
 pub mod metrics;
+pub mod mvo_lock;
 pub mod providers;
 pub mod reconcile;
 pub mod startup;

@@ -147,7 +147,7 @@ fn strings(value: &Value) -> Vec<&str> {
 
 fn operator_credentials_request<'a>(manifests: &'a [Manifest], cloud: &str) -> &'a Manifest {
     let name = format!("{CREDENTIALS_SECRET}-{cloud}");
-    find(manifests, "CredentialsRequest", Some("openshift-cloud-credential-operator"), &name)
+    find(manifests, "CredentialsRequest", Some(NAMESPACE), &name)
 }
 
 #[test]
@@ -306,7 +306,8 @@ const NEEDED: &[Need] = &[
     (0, "velero.io", "volumesnapshotlocations", &["get", "list", "watch", "patch"], None),
     (0, "cloudcredential.openshift.io", "credentialsrequests", &["get", "list", "watch", "patch"], None),
     (0, "velero.io", "schedules", &["list"], None),
-    (0, "", "pods", &["list"], None),
+    (0, "", "pods", &["list", "get"], None),
+    (0, "", "configmaps", &["get"], Some("managed-velero-operator-lock")),
     (0, "", "pods/log", &["get"], None),
     (0, "", "secrets", &["get"], Some("velero-iam-credentials")),
     (0, "events.k8s.io", "events", &["create", "patch"], None),

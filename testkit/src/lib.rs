@@ -6,11 +6,13 @@
 //!   operator tests use it where cloud behaviour is not the point.
 //! - [`gcs`]: an in-memory GCS bucket control plane behind the `google-cloud-storage` stub seam,
 //!   for the GCP provider's tests and operator tests on GCP.
+//! - [`mvo`]: the objects the Go managed-velero-operator leaves in a cluster, for takeover tests.
 
 pub mod contract;
 pub mod env;
 pub mod gcs;
 pub mod memory;
+pub mod mvo;
 
 pub use contract::{Backdoor, Fault, Harness};
 pub use memory::{InMemoryCloud, InMemoryPlatform};

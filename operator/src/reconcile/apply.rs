@@ -3,7 +3,9 @@
 //!
 //! Writes with server-side apply under one field manager, forced, so edits by others to fields
 //! we own are reverted. Fields we do not set (server defaults, other managers' fields) are left
-//! alone: an object is compliant when everything we want is present in it.
+//! alone: an object is compliant when everything we want is present in it. An object the Go MVO
+//! wrote, or one with a foreign controller reference, is first handed over to our manager
+//! ([`super::takeover`]) so the apply removes what we do not declare.
 
 use kube::{
     Api, Client,
@@ -12,7 +14,7 @@ use kube::{
 use serde_json::Value;
 use tracing::info;
 
-use super::{Error, build::DesiredObject, plan::Plan};
+use super::{Error, build::DesiredObject, plan::Plan, takeover};
 
 /// The field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "managed-velero-operator";
@@ -26,6 +28,9 @@ pub enum Applied {
     Created,
     /// The object existed with drifted fields, which were restored.
     Corrected,
+    /// The object was written by another operator (the Go MVO) or had a foreign controller
+    /// reference; ownership was handed over and it was applied.
+    TakenOver,
     /// The API server does not serve this kind (its CRD is not installed); nothing was written.
     KindNotServed,
 }
@@ -44,28 +49,57 @@ pub fn contains(live: &Value, desired: &Value) -> bool {
     }
 }
 
+/// What one apply did, and the images a workload rolled from and to when they changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// What was done.
+    pub applied: Applied,
+    /// `(before, after)` images of the pod template, when an existing workload's images changed.
+    pub images: Option<(Vec<String>, Vec<String>)>,
+}
+
+impl From<Applied> for Outcome {
+    fn from(applied: Applied) -> Self {
+        Outcome { applied, images: None }
+    }
+}
+
 /// Applies `object` in `namespace` unless it is already compliant.
 pub async fn apply(
     client: &Client,
     namespace: &str,
     object: &DesiredObject,
     plan: Option<&Plan>,
-) -> Result<Applied, Error> {
+) -> Result<Outcome, Error> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &object.resource);
     let live =
         api.get_opt(&object.name).await.map_err(|source| Error::Read { what: object.describe(), source })?;
-    let outcome = match &live {
-        None => Applied::Created,
-        Some(live) => {
-            let live = serde_json::to_value(live).unwrap_or_default();
-            if contains(&live, &object.object) {
-                return Ok(Applied::Unchanged);
-            }
-            Applied::Corrected
+    let owner_uid = object.object["metadata"]["ownerReferences"][0]["uid"].as_str().unwrap_or_default();
+    let mut outcome = Outcome::from(Applied::Created);
+    if let Some(live) = &live {
+        let live = serde_json::to_value(live).unwrap_or_default();
+        let handover = takeover::handover(&live, owner_uid);
+        if handover.is_none() && contains(&live, &object.object) {
+            return Ok(Applied::Unchanged.into());
         }
-    };
+        let (before, after) = (takeover::images(&live), takeover::images(&object.object));
+        outcome.images = (before != after).then_some((before, after));
+        outcome.applied = match handover {
+            None => Applied::Corrected,
+            Some(managed_fields) => {
+                if plan.is_none() {
+                    hand_over(&api, object, &live, managed_fields).await?;
+                }
+                Applied::TakenOver
+            }
+        };
+    }
     if let Some(plan) = plan {
-        let verb = if outcome == Applied::Created { "create" } else { "restore drifted fields of" };
+        let verb = match outcome.applied {
+            Applied::Created => "create",
+            Applied::TakenOver => "take over (hand field ownership to this operator, then apply)",
+            _ => "restore drifted fields of",
+        };
         plan.record(format!("kubernetes: {verb} {}", object.describe()));
         return Ok(outcome);
     }
@@ -73,8 +107,27 @@ pub async fn apply(
     api.patch(&object.name, &params, &Patch::Apply(&object.object))
         .await
         .map_err(|source| Error::Apply { object: object.describe(), source })?;
-    info!(object = %object.describe(), outcome = ?outcome, "applied");
+    info!(object = %object.describe(), outcome = ?outcome.applied, "applied");
     Ok(outcome)
+}
+
+/// Writes `managed_fields` into the live object, guarded by its resourceVersion: a metadata-only
+/// write (no generation change, no rollout) after which our apply owns what MVO owned.
+async fn hand_over(
+    api: &Api<DynamicObject>,
+    object: &DesiredObject,
+    live: &Value,
+    managed_fields: Vec<Value>,
+) -> Result<(), Error> {
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": live["metadata"]["resourceVersion"],
+        "managedFields": managed_fields,
+    }});
+    api.patch(&object.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| Error::Apply { object: object.describe(), source })?;
+    info!(object = %object.describe(), "field ownership handed over to this operator");
+    Ok(())
 }
 
 #[cfg(test)]

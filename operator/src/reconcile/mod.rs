@@ -11,6 +11,7 @@ pub mod crds;
 pub mod events;
 pub mod plan;
 pub mod schedules;
+pub mod takeover;
 pub mod validate;
 
 use std::{
@@ -553,8 +554,11 @@ async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Res
     if matches!(crds, CrdsOutcome::Applied { .. }) {
         warn_about_schedules(ctx, vi, desired, &namespace).await?;
     }
-    let not_served: Vec<&str> =
-        applied.iter().filter(|(_, a)| *a == Applied::KindNotServed).map(|(o, _)| o.as_str()).collect();
+    let not_served: Vec<&str> = applied
+        .iter()
+        .filter(|(_, a)| a.applied == Applied::KindNotServed)
+        .map(|(o, _)| o.as_str())
+        .collect();
 
     let credentials = velero_credentials(ctx, &namespace).await?;
     let velero = match &crds {
@@ -622,10 +626,26 @@ async fn warn_about_schedules(
     Ok(())
 }
 
-async fn announce_objects(ctx: &Context, vi: &VeleroInstall, applied: &[(String, Applied)]) {
+async fn announce_objects(ctx: &Context, vi: &VeleroInstall, applied: &[(String, apply::Outcome)]) {
     let with = |outcome: Applied| -> Vec<&str> {
-        applied.iter().filter(|(_, a)| *a == outcome).map(|(o, _)| o.as_str()).collect()
+        applied.iter().filter(|(_, a)| a.applied == outcome).map(|(o, _)| o.as_str()).collect()
     };
+    let taken_over = with(Applied::TakenOver);
+    if !taken_over.is_empty() {
+        let note = format!(
+            "took over {} from the previous operator: field ownership handed over, foreign controller references replaced",
+            taken_over.join(", ")
+        );
+        publish(ctx, vi, EventType::Normal, "VeleroObjectsTakenOver", "Apply", note).await;
+    }
+    for (object, outcome) in applied {
+        if let Some((before, after)) = &outcome.images {
+            let note =
+                format!("{object}: images {} -> {} (one rollout)", before.join(", "), after.join(", "));
+            info!(%object, ?before, ?after, "Velero images changed");
+            publish(ctx, vi, EventType::Normal, "VeleroImageChanged", "Apply", note).await;
+        }
+    }
     let (installed, restored) = (with(Applied::Created), with(Applied::Corrected));
     if !installed.is_empty() {
         let note = format!("created {}", installed.join(", "));
