@@ -25,7 +25,9 @@ pub use owner::Owner;
 pub use platform::{Capabilities, ObjectStore, ObjectStoreExt, Platform, ProviderConfig};
 pub use registry::{ProviderRegistration, Registry, RegistryError};
 pub use unsupported::Unsupported;
-pub use velero::{CredentialsWiring, LocationConfig};
+pub use velero::{
+    CredentialsWiring, LocationConfig, ShortLivedError, ShortLivedField, ShortLivedInput, ShortLivedVelero,
+};
 
 /// Re-exported so that [`register_provider!`] works in crates that do not depend on `inventory`.
 #[doc(hidden)]

@@ -10,7 +10,7 @@ use crate::{
     error::{Error, Result},
     metering::CallCounter,
     owner::Owner,
-    velero::{CredentialsWiring, LocationConfig},
+    velero::{CredentialsWiring, LocationConfig, ShortLivedError, ShortLivedInput, ShortLivedVelero},
 };
 
 /// What a provider can do. The operator logs what is missing at startup; the contract suite runs
@@ -29,7 +29,8 @@ pub struct Capabilities {
     pub default_encryption: bool,
     /// Customer-managed encryption keys are supported.
     pub kms: bool,
-    /// Short-lived credentials from a projected service-account token are supported.
+    /// Short-lived credentials from a projected service-account token are supported, for the
+    /// operator and for Velero ([`Platform::velero_short_lived`]).
     pub workload_identity: bool,
 }
 
@@ -135,6 +136,23 @@ pub trait Platform: Send + Sync + fmt::Debug + 'static {
 
     /// How Velero's container receives its credentials.
     fn velero_credentials(&self) -> CredentialsWiring;
+
+    /// Velero's CredentialsRequest provider spec and BSL/VSL config for `bucket` on a cluster
+    /// whose credential operator only writes token-based credentials (AWS STS, GCP workload
+    /// identity federation). The operator mounts the projected token at
+    /// [`crate::velero::CLOUD_TOKEN_PATH`] and sets `spec.cloudTokenPath` to it.
+    ///
+    /// Errors: [`ShortLivedError::Missing`] naming the inputs this cloud needs and lacks;
+    /// [`ShortLivedError::NotSupported`] (the default) when the provider does not wire it, in
+    /// which case it must not claim [`Capabilities::workload_identity`].
+    fn velero_short_lived(
+        &self,
+        bucket: &str,
+        input: &ShortLivedInput,
+    ) -> std::result::Result<ShortLivedVelero, ShortLivedError> {
+        let _ = (bucket, input);
+        Err(ShortLivedError::NotSupported)
+    }
 
     /// The counts of cloud calls this provider made, for metrics; `None` when it does not count.
     fn call_counter(&self) -> Option<CallCounter> {

@@ -117,6 +117,8 @@ struct Prepared {
     client: Client,
     facts: ClusterFacts,
     platform: Arc<dyn mvo_core::Platform>,
+    /// Set on token-based clusters: the environment's defaults for Velero's identity.
+    short_lived: Option<mvo_core::ShortLivedInput>,
 }
 
 /// The startup checks of SPEC section 2, shared by `run` and `plan`.
@@ -148,19 +150,25 @@ async fn prepare(args: &RunArgs) -> Result<Prepared, RunError> {
         warn!(platform = platform.name(), missing = ?missing, "provider runs with degraded capabilities");
     }
     startup::ensure_crd_installed(&client, &args.namespace).await?;
+    let token_based = startup::discover_token_based(&client).await?;
+    if token_based && !platform.capabilities().workload_identity {
+        warn!(platform = platform.name(), "token-based cluster, but the provider cannot wire Velero for it");
+    }
+    let short_lived = token_based.then(|| args.velero_identity.input());
     info!(
         platform = platform.name(),
         region = platform.region(),
         infrastructure = %facts.infrastructure_name,
         credentials = %platform.credential_source().describe(),
+        token_based,
         "cluster facts resolved"
     );
-    Ok(Prepared { client, facts, platform })
+    Ok(Prepared { client, facts, platform, short_lived })
 }
 
 /// `plan`: one read-only reconcile of VeleroInstall/cluster, printing what it would change.
 pub async fn plan(args: RunArgs) -> Result<(), RunError> {
-    let Prepared { client, facts, platform } = prepare(&args).await?;
+    let Prepared { client, facts, platform, short_lived } = prepare(&args).await?;
     let installs: Api<VeleroInstall> = Api::namespaced(client.clone(), &args.namespace);
     let Some(install) = installs
         .get_opt(RECONCILED_NAME)
@@ -176,6 +184,7 @@ pub async fn plan(args: RunArgs) -> Result<(), RunError> {
     };
     let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: None };
     let (ctx, plan) = Context::for_plan(client, platform, facts.infrastructure_name, reporter);
+    let ctx = ctx.with_short_lived(short_lived);
     let outcome = reconcile::reconcile(Arc::new(install), Arc::new(ctx)).await;
     let mut changes = plan.changes();
     if changes.is_empty() {
@@ -192,9 +201,12 @@ pub async fn plan(args: RunArgs) -> Result<(), RunError> {
 /// `run`: startup checks of SPEC section 2, then the controller until SIGTERM.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let shutdown = shutdown_signal().map_err(|e| e.context("installing signal handlers"))?.shared();
-    let Prepared { client, facts, platform } = prepare(&args).await?;
+    let Prepared { client, facts, platform, short_lived } = prepare(&args).await?;
     let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
-    let ctx = Arc::new(Context::new(client.clone(), platform, facts.infrastructure_name, reporter));
+    let ctx = Arc::new(
+        Context::new(client.clone(), platform, facts.infrastructure_name, reporter)
+            .with_short_lived(short_lived),
+    );
 
     let ready = Arc::new(AtomicBool::new(false));
     let endpoints = Endpoints { metrics: ctx.metrics.clone(), ready: ready.clone() };

@@ -119,6 +119,38 @@ pub struct RunArgs {
     /// Cloud API endpoint override (S3-compatible servers, local environment).
     #[arg(long, env = "MVO_CLOUD_ENDPOINT")]
     pub cloud_endpoint: Option<String>,
+
+    /// Velero's identity on token-based clusters, when the VeleroInstall spec gives none.
+    #[command(flatten)]
+    pub velero_identity: VeleroIdentityArgs,
+}
+
+/// Defaults for `VeleroInstall.spec.shortLivedCredentials`, used on clusters whose credential
+/// operator only mints short-lived credentials (AWS STS, GCP workload identity federation).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct VeleroIdentityArgs {
+    /// AWS: IAM role ARN Velero assumes (spec.shortLivedCredentials.roleARN wins).
+    #[arg(long, env = "MVO_VELERO_ROLE_ARN")]
+    pub velero_role_arn: Option<String>,
+
+    /// GCP: service account email Velero impersonates (spec.shortLivedCredentials.serviceAccountEmail wins).
+    #[arg(long, env = "MVO_VELERO_SERVICE_ACCOUNT_EMAIL")]
+    pub velero_service_account_email: Option<String>,
+
+    /// GCP: workload identity pool provider audience (spec.shortLivedCredentials.audience wins).
+    #[arg(long, env = "MVO_VELERO_WIF_AUDIENCE")]
+    pub velero_wif_audience: Option<String>,
+}
+
+impl VeleroIdentityArgs {
+    /// The environment's defaults as provider input.
+    pub fn input(&self) -> mvo_core::ShortLivedInput {
+        mvo_core::ShortLivedInput {
+            role_arn: self.velero_role_arn.clone(),
+            service_account_email: self.velero_service_account_email.clone(),
+            audience: self.velero_wif_audience.clone(),
+        }
+    }
 }
 
 impl Default for RunArgs {
@@ -134,6 +166,7 @@ impl Default for RunArgs {
                 log_format: LogFormat::Auto,
                 credentials_dir: "/var/run/secrets/managed-velero-operator".into(),
                 cloud_endpoint: None,
+                velero_identity: VeleroIdentityArgs::default(),
             },
         }
     }

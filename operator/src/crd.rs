@@ -62,6 +62,38 @@ pub struct VeleroInstallSpec {
     /// Resources of the Velero container (default requests 500m CPU / 128Mi, limits 1 CPU / 512Mi).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+
+    /// Velero's cloud identity on clusters whose credential operator only mints short-lived
+    /// credentials (CloudCredential `credentialsMode: Manual` with a service-account issuer: AWS
+    /// STS, GCP workload identity federation). Ignored elsewhere. Defaults come from the
+    /// operator's `MVO_VELERO_*` environment variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short_lived_credentials: Option<ShortLivedCredentialsSpec>,
+}
+
+/// Velero's role (AWS) or service account and pool provider (GCP) on token-based clusters.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ShortLivedCredentialsSpec {
+    /// AWS: the IAM role Velero assumes with its projected service-account token.
+    #[serde(default, rename = "roleARN", skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$"))]
+    pub role_arn: Option<String>,
+
+    /// GCP: the Google service account Velero impersonates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z][a-z0-9-]{4,28}[a-z0-9]\.iam\.gserviceaccount\.com$"
+    ))]
+    pub service_account_email: Option<String>,
+
+    /// GCP: the workload identity pool provider, as
+    /// `//iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^//iam\.googleapis\.com/projects/[0-9]+/locations/global/workloadIdentityPools/[a-z0-9-]+/providers/[a-z0-9-]+$"
+    ))]
+    pub audience: Option<String>,
 }
 
 /// The bucket to adopt and how to encrypt it.

@@ -76,6 +76,45 @@ pub struct GcpPlatformStatus {
     pub region: Option<String>,
 }
 
+/// OpenShift's cluster-scoped `CloudCredential` (`operator.openshift.io/v1`, named `cluster`):
+/// how the cloud credential operator works. Only the field read is modelled.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(group = "operator.openshift.io", version = "v1", kind = "CloudCredential")]
+#[serde(rename_all = "camelCase")]
+pub struct CloudCredentialSpec {
+    /// `""`/`Default`, `Mint`, `Passthrough` or `Manual`; in `Manual` mode the credential
+    /// operator mints nothing and only writes what a CredentialsRequest names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_mode: Option<String>,
+}
+
+/// OpenShift's cluster-scoped `Authentication` (`config.openshift.io/v1`, named `cluster`).
+/// Only the field read is modelled.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(group = "config.openshift.io", version = "v1", kind = "Authentication")]
+#[serde(rename_all = "camelCase")]
+pub struct AuthenticationSpec {
+    /// The issuer of projected service-account tokens; set on clusters whose cloud trusts those
+    /// tokens (AWS STS, GCP workload identity federation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_issuer: Option<String>,
+}
+
+/// Name of the cluster's `CloudCredential` and `Authentication` objects.
+pub const CLUSTER_CONFIG_NAME: &str = "cluster";
+
+/// True on clusters where cloud credentials are short-lived tokens, as OpenShift documents it
+/// for operators: CloudCredential `spec.credentialsMode: Manual` together with a non-empty
+/// Authentication `spec.serviceAccountIssuer`. A missing object means long-lived credentials.
+pub fn token_based(
+    cloud_credential: Option<&CloudCredential>,
+    authentication: Option<&Authentication>,
+) -> bool {
+    let manual = cloud_credential.and_then(|c| c.spec.credentials_mode.as_deref()) == Some("Manual");
+    let issuer = non_empty(authentication.and_then(|a| a.spec.service_account_issuer.as_ref())).is_some();
+    manual && issuer
+}
+
 /// What the operator needs to know about the cluster to pick and build a provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterFacts {
@@ -227,6 +266,22 @@ mod tests {
             "status": status,
         }))
         .expect("valid Infrastructure")
+    }
+
+    #[test]
+    fn token_based_needs_manual_mode_and_an_issuer() {
+        let cc = |mode: &str| {
+            CloudCredential::new("cluster", CloudCredentialSpec { credentials_mode: Some(mode.into()) })
+        };
+        let auth = |issuer: &str| {
+            Authentication::new("cluster", AuthenticationSpec { service_account_issuer: Some(issuer.into()) })
+        };
+        let issuer = "https://oidc.example.com/c1";
+        assert!(token_based(Some(&cc("Manual")), Some(&auth(issuer))));
+        assert!(!token_based(Some(&cc("Manual")), Some(&auth(" "))), "blank issuer: manual keys");
+        assert!(!token_based(Some(&cc("Manual")), None));
+        assert!(!token_based(Some(&cc("Mint")), Some(&auth(issuer))));
+        assert!(!token_based(None, Some(&auth(issuer))));
     }
 
     #[test]

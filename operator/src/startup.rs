@@ -14,8 +14,9 @@ use mvo_core::{Platform, ProviderConfig, Registry, RegistryError};
 use crate::{
     crd::VeleroInstall,
     infrastructure::{
-        ClusterFacts, FactsError, INFRASTRUCTURE_NAME, INSTALL_CONFIG_CONFIGMAP, INSTALL_CONFIG_KEY,
-        INSTALL_CONFIG_NAMESPACE, Infrastructure, needs_install_config, resolve_facts,
+        Authentication, CLUSTER_CONFIG_NAME, CloudCredential, ClusterFacts, FactsError, INFRASTRUCTURE_NAME,
+        INSTALL_CONFIG_CONFIGMAP, INSTALL_CONFIG_KEY, INSTALL_CONFIG_NAMESPACE, Infrastructure,
+        needs_install_config, resolve_facts,
     },
 };
 
@@ -43,6 +44,15 @@ pub enum StartupError {
     /// Reading `Infrastructure/cluster` failed.
     #[error("failed to read Infrastructure/cluster")]
     ReadInfrastructure(#[source] kube::Error),
+    /// Reading `CloudCredential/cluster` or `Authentication/cluster` failed.
+    #[error("failed to read {what}")]
+    ReadCredentialsMode {
+        /// The object.
+        what: &'static str,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// Reading the install-config fallback failed (other than it being absent).
     #[error("failed to read ConfigMap {INSTALL_CONFIG_NAMESPACE}/{INSTALL_CONFIG_CONFIGMAP}")]
     ReadInstallConfig(#[source] kube::Error),
@@ -82,6 +92,7 @@ impl StartupError {
         match self {
             StartupError::ReadInfrastructure(_)
             | StartupError::ReadInstallConfig(_)
+            | StartupError::ReadCredentialsMode { .. }
             | StartupError::ProbeCrd(_) => 1,
             _ => EXIT_UNSUITABLE_ENVIRONMENT,
         }
@@ -138,6 +149,28 @@ pub async fn discover_facts(client: &Client) -> Result<ClusterFacts, StartupErro
         None
     };
     Ok(resolve_facts(&infra, install_config.as_deref())?)
+}
+
+/// Whether the cluster hands out only short-lived cloud credentials (AWS STS, GCP workload
+/// identity federation): reads `CloudCredential/cluster` and `Authentication/cluster`. A cluster
+/// without these APIs (404) uses long-lived credentials.
+pub async fn discover_token_based(client: &Client) -> Result<bool, StartupError> {
+    async fn read<K>(client: &Client, what: &'static str) -> Result<Option<K>, StartupError>
+    where
+        K: kube::Resource<Scope = kube::core::ClusterResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        match Api::<K>::all(client.clone()).get_opt(CLUSTER_CONFIG_NAME).await {
+            Ok(object) => Ok(object),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+            Err(source) => Err(StartupError::ReadCredentialsMode { what, source }),
+        }
+    }
+    let cloud_credential: Option<CloudCredential> = read(client, "CloudCredential/cluster").await?;
+    let authentication: Option<Authentication> = read(client, "Authentication/cluster").await?;
+    Ok(crate::infrastructure::token_based(cloud_credential.as_ref(), authentication.as_ref()))
 }
 
 /// Fails with an install hint unless the `VeleroInstall` CRD is served.

@@ -300,7 +300,9 @@ const NEEDED: &[Need] = &[
     (0, "managed.openshift.io", "veleroinstalls/finalizers", &["update"], None),
     (0, "apps", "deployments", &["get", "list", "watch", "patch"], None),
     (0, "", "services", &["get", "list", "watch", "patch"], None),
-    (0, "batch", "jobs", &["get", "list", "watch", "patch"], None),
+    (0, "batch", "jobs", &["get", "list", "watch", "create", "delete"], None),
+    (0, "", "configmaps", &["get", "patch"], Some("velero-crds")),
+    (0, "", "configmaps", &["create"], None),
     (0, "monitoring.coreos.com", "servicemonitors", &["get", "list", "watch", "patch"], None),
     (0, "velero.io", "backupstoragelocations", &["get", "list", "watch", "patch"], None),
     (0, "velero.io", "volumesnapshotlocations", &["get", "list", "watch", "patch"], None),
@@ -313,7 +315,10 @@ const NEEDED: &[Need] = &[
     (0, "events.k8s.io", "events", &["create", "patch"], None),
     (0, "coordination.k8s.io", "leases", &["get", "create", "update"], None),
     (1, "config.openshift.io", "infrastructures", &["get"], None),
-    (1, "apiextensions.k8s.io", "customresourcedefinitions", &["get", "create", "patch"], None),
+    (1, "operator.openshift.io", "cloudcredentials", &["get"], Some("cluster")),
+    (1, "config.openshift.io", "authentications", &["get"], Some("cluster")),
+    (1, "apiextensions.k8s.io", "customresourcedefinitions", &["get", "patch"], Some("backups.velero.io")),
+    (1, "apiextensions.k8s.io", "customresourcedefinitions", &["create"], None),
     (2, "", "configmaps", &["get"], Some("cluster-config-v1")),
 ];
 
@@ -340,13 +345,17 @@ fn rbac_grants_what_the_code_calls_and_no_more() {
                 "{}: wildcard in {group}/{resource} {verb}",
                 role.describe()
             );
+            // The one deletion: a CRD Job, to run it again (Job templates are immutable).
             assert!(
-                !verb.starts_with("delete"),
+                !verb.starts_with("delete") || (group == "batch" && resource == "jobs"),
                 "{}: the operator never deletes ({resource})",
                 role.describe()
             );
+            // `create` cannot be restricted by name in RBAC.
             assert!(
-                !matches!(resource.as_str(), "secrets" | "configmaps") || !names.is_empty(),
+                !matches!(resource.as_str(), "secrets" | "configmaps")
+                    || !names.is_empty()
+                    || verb == "create",
                 "{}: {resource} must be restricted with resourceNames",
                 role.describe()
             );

@@ -119,48 +119,74 @@ impl Fixture {
             .await
             .expect("secret");
         self.complete_crds_job(&[&self.test_crd_name()]).await;
+        self.roll_out_velero().await;
+    }
+
+    /// The Deployment controller and kubelet: the current generation rolled out and available.
+    async fn roll_out_velero(&self) {
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
-        let status = json!({"status": {"replicas": 1, "availableReplicas": 1, "readyReplicas": 1}});
+        let generation = deployments.get("velero").await.expect("Deployment").metadata.generation;
+        let status = json!({"status": {"observedGeneration": generation, "replicas": 1, "updatedReplicas": 1,
+                                       "availableReplicas": 1, "readyReplicas": 1}});
         deployments
             .patch_status("velero", &PatchParams::default(), &Patch::Merge(&status))
             .await
             .expect("status");
     }
 
-    /// A CRD name no other test uses (CRDs are cluster-scoped and the API server is shared).
+    /// A velero.io CRD name no other test uses (CRDs are cluster-scoped, the server is shared).
     fn test_crd_name(&self) -> String {
-        format!("widgets.{}.velero.test", self.namespace)
+        self.crd_name("widgets")
+    }
+
+    fn crd_name(&self, plural: &str) -> String {
+        let suffix = self.namespace.rsplit('-').next().expect("suffix");
+        format!("{plural}{suffix}.velero.io")
+    }
+
+    /// The CRD Job the operator created (exactly one).
+    async fn crds_job(&self) -> k8s_openapi::api::batch::v1::Job {
+        let jobs: Api<k8s_openapi::api::batch::v1::Job> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        let mut listed = jobs.list(&Default::default()).await.expect("jobs").items;
+        assert_eq!(
+            listed.len(),
+            1,
+            "one CRD Job: {:?}",
+            listed.iter().map(|j| j.name_any()).collect::<Vec<_>>()
+        );
+        listed.remove(0)
     }
 
     /// Marks the CRD Job succeeded with a pod whose log holds `crd_names` as Velero prints them.
     async fn complete_crds_job(&self, crd_names: &[&str]) {
-        let job_name = build::crds_job_name(mvo_operator::reconcile::validate::DEFAULT_VELERO_IMAGE);
-        let log: String = crd_names
-            .iter()
-            .map(|name| {
-                let (plural, group) = name.split_once('.').expect("plural.group");
-                format!(
-                    "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: {name}\nspec:\n  group: {group}\n  names: {{kind: Widget, listKind: WidgetList, plural: {plural}, singular: widget}}\n  scope: Namespaced\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n"
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("---\n");
+        self.complete_crds_job_with(&crds_yaml(crd_names), true).await;
+    }
+
+    /// Marks the CRD Job succeeded with a pod whose log is `log`; `owned` gives the pod the Job's
+    /// controller owner reference (as the Job controller does), else only the name label.
+    async fn complete_crds_job_with(&self, log: &str, owned: bool) {
+        let job = self.crds_job().await;
+        let job_name = job.name_any();
         let jobs: Api<k8s_openapi::api::batch::v1::Job> =
             Api::namespaced(self.client.clone(), &self.namespace);
-        let status = json!({"status": {"succeeded": 1}});
+        let status = json!({"status": {"succeeded": 1, "completionTime": "2026-01-01T00:00:00Z"}});
         jobs.patch_status(&job_name, &PatchParams::default(), &Patch::Merge(&status))
             .await
             .expect("job status");
         let pods: Api<k8s_openapi::api::core::v1::Pod> =
             Api::namespaced(self.client.clone(), &self.namespace);
+        let owner = json!([{"apiVersion": "batch/v1", "kind": "Job", "name": job_name,
+                            "uid": job.uid().expect("uid"), "controller": true, "blockOwnerDeletion": true}]);
+        let pod_name = format!("{job_name}-{}", if owned { "x7k2p" } else { "imposter" });
         let pod = json!({
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": format!("{job_name}-x7k2p"),
+            "metadata": {"name": pod_name,
                          "labels": {"batch.kubernetes.io/job-name": job_name, "job-name": job_name},
+                         "ownerReferences": if owned { owner } else { json!([]) },
                          "annotations": {"mvo-test-apiserver/log": log}},
             "spec": {"restartPolicy": "Never", "containers": [{"name": "velero-crds", "image": "velero"}]}
         });
-        let pod_name = format!("{job_name}-x7k2p");
         pods.patch(&pod_name, &PatchParams::apply("kubelet").force(), &Patch::Apply(&pod))
             .await
             .expect("pod");
@@ -188,6 +214,21 @@ impl Fixture {
     fn buckets(&self) -> Vec<String> {
         self.cloud().bucket_names()
     }
+}
+
+/// CRDs as `velero install --crds-only --dry-run -o yaml` prints them, one per `plural.group`.
+fn crds_yaml(crd_names: &[&str]) -> String {
+    crd_names
+        .iter()
+        .map(|name| {
+            let (plural, group) = name.split_once('.').expect("plural.group");
+            let kind = format!("W{plural}");
+            format!(
+                "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: {name}\nspec:\n  group: {group}\n  names: {{kind: {kind}, listKind: {kind}List, plural: {plural}, singular: {plural}}}\n  scope: Namespaced\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
 }
 
 fn bucket_of(vi: &VeleroInstall) -> (Option<String>, bool, bool) {
@@ -228,7 +269,7 @@ async fn fresh_install_reaches_ready_and_then_writes_nothing() {
     for kind in controller::owned_kinds() {
         let expected = match kind.kind.as_str() {
             "Deployment" => "velero".to_owned(),
-            "Job" => build::crds_job_name(mvo_operator::reconcile::validate::DEFAULT_VELERO_IMAGE),
+            "Job" => f.crds_job().await.name_any(),
             "Service" | "ServiceMonitor" => "velero-metrics".to_owned(),
             "CredentialsRequest" => "velero-iam-credentials".to_owned(),
             _ => "default".to_owned(),
@@ -526,37 +567,56 @@ async fn aws_on_moto_waits_for_credentials_then_installs_without_leaking_them() 
 #[tokio::test]
 async fn velero_crds_of_another_installer_are_left_alone_and_reported() {
     let f = Fixture::new().await;
-    let theirs = format!("gadgets.{}.velero.test", f.namespace);
     let crds: Api<
         k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     > = Api::all(f.client.clone());
-    let olm: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
-        serde_json::from_value(json!({
-            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-            "metadata": {"name": theirs, "labels": {"operators.coreos.com/oadp-operator.openshift-adp": ""}},
-            "spec": {"group": format!("{}.velero.test", f.namespace), "scope": "Namespaced",
-                     "names": {"kind": "Gadget", "listKind": "GadgetList", "plural": "gadgets", "singular": "gadget"},
-                     "versions": [{"name": "v1", "served": true, "storage": true,
-                                   "schema": {"openAPIV3Schema": {"type": "object"}}}]}
-        }))
-        .expect("crd");
-    let olm = crds.create(&PostParams::default(), &olm).await.expect("OLM's CRD");
+    // Two installers, neither labelled: one applied its CRD (Helm-like), one created it (Update).
+    let (applied, created) = (f.crd_name("gadgets"), f.crd_name("gizmos"));
+    let parse = |name: &str| -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+        serde_saphyr::from_str(&crds_yaml(&[name])).expect("crd")
+    };
+    crds.patch(&applied, &PatchParams::apply("helm").force(), &Patch::Apply(&parse(&applied)))
+        .await
+        .expect("Helm's CRD");
+    let params = PostParams { field_manager: Some("olm".into()), ..Default::default() };
+    crds.create(&params, &parse(&created)).await.expect("OLM's CRD");
+    let before: Vec<_> = [&applied, &created].map(|n| n.to_owned()).to_vec();
+    let mut snapshots = Vec::new();
+    for name in &before {
+        snapshots.push(crds.get(name).await.expect("theirs"));
+    }
     f.create("cluster", json!({})).await;
     f.reconcile("cluster").await.expect("install");
     f.make_velero_ready().await;
-    f.complete_crds_job(&[&f.test_crd_name(), &theirs]).await;
+    // Velero's image prints the same CRDs (with our spec): they must still be left alone.
+    f.complete_crds_job(&[&f.test_crd_name(), &applied, &created]).await;
     f.reconcile("cluster").await.expect("CRDs");
+    f.reconcile("cluster").await.expect("again");
 
-    let after = crds.get(&theirs).await.expect("still there");
-    // The API server itself updates a new CRD's status, so compare what an installer owns.
-    let managers: Vec<_> =
-        after.metadata.managed_fields.iter().flatten().filter_map(|m| m.manager.clone()).collect();
-    assert!(!managers.contains(&"managed-velero-operator".to_owned()), "we wrote to their CRD: {managers:?}");
-    assert_eq!((after.labels(), &after.spec), (olm.labels(), &olm.spec));
+    for before in &snapshots {
+        let after = crds.get(&before.name_any()).await.expect("still there");
+        let managers: Vec<_> =
+            after.metadata.managed_fields.iter().flatten().filter_map(|m| m.manager.clone()).collect();
+        assert!(
+            !managers.contains(&"managed-velero-operator".to_owned()),
+            "we wrote to theirs: {managers:?}"
+        );
+        assert_eq!((after.labels(), &after.spec), (before.labels(), &before.spec));
+    }
     assert!(crds.get(&f.test_crd_name()).await.is_ok(), "our CRD applied");
     let (status, _, message) = f.condition("cluster", "VeleroReady").await;
     assert_eq!(status, "True");
-    assert!(message.contains(&theirs), "{message}");
+    assert!(message.contains(&applied) && message.contains(&created), "{message}");
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(f.client.clone(), &f.namespace);
+    let reported: Vec<_> = events
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("VeleroCRDsManagedElsewhere"))
+        .collect();
+    assert_eq!(reported.len(), 1, "one event, not one per pass: {reported:?}");
 }
 
 #[tokio::test]

@@ -59,6 +59,14 @@ impl Cloud {
             Cloud::Gcp => MvoCloud::Gcp,
         }
     }
+
+    /// The key the cloud credential operator mints Velero's credentials under on this cloud.
+    fn credentials_key(self) -> &'static str {
+        match self {
+            Cloud::Aws => "credentials",
+            Cloud::Gcp => "service_account.json",
+        }
+    }
 }
 
 /// Bucket names in the cloud.
@@ -143,7 +151,7 @@ impl Takeover {
         let mvo = mvo::install(&client, &ns, &cloud.mvo(), MVO_BUCKET).await.expect("MVO's state");
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
         let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "velero-iam-credentials"},
-                            "stringData": {"credentials": "minted by the cloud credential operator"}});
+                            "stringData": {cloud.credentials_key(): "minted by the cloud credential operator"}});
         secrets
             .patch("velero-iam-credentials", &PatchParams::apply("cco").force(), &Patch::Apply(&secret))
             .await
@@ -172,31 +180,41 @@ impl Takeover {
         reconcile::reconcile(vi, self.ctx.clone()).await.expect("reconcile");
     }
 
-    /// What the kubelet reports for MVO's running Velero.
+    /// What the Deployment controller and kubelet report once Velero's current generation rolled out.
     async fn deployment_available(&self) {
-        let status = json!({"status": {"replicas": 1, "availableReplicas": 1, "readyReplicas": 1}});
+        let generation = self.deployments().get("velero").await.expect("Deployment").metadata.generation;
+        let status = json!({"status": {"observedGeneration": generation, "replicas": 1, "updatedReplicas": 1,
+                                       "availableReplicas": 1, "readyReplicas": 1}});
         self.deployments()
             .patch_status("velero", &PatchParams::default(), &Patch::Merge(&status))
             .await
             .expect("Deployment status");
     }
 
-    /// The Job controller and kubelet running the CRD Job: it succeeds and "prints" one CRD.
+    /// The Job controller and kubelet running the CRD Job: it succeeds and its pod, owned by the
+    /// Job, "prints" one `velero.io` CRD (named per namespace: CRDs are cluster-wide).
     async fn complete_crds_job(&self) {
-        let job = build::crds_job_name(DEFAULT_VELERO_IMAGE);
         let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.ns);
-        jobs.patch_status(&job, &PatchParams::default(), &Patch::Merge(&json!({"status": {"succeeded": 1}})))
+        let listed = jobs.list(&Default::default()).await.expect("jobs").items;
+        assert_eq!(listed.len(), 1, "one CRD Job");
+        let job = &listed[0];
+        let job_name = job.name_any();
+        let status = json!({"status": {"succeeded": 1, "completionTime": "2026-01-01T00:00:00Z"}});
+        jobs.patch_status(&job_name, &PatchParams::default(), &Patch::Merge(&status))
             .await
             .expect("job status");
+        let plural = format!("widgets{}", self.ns.replace('-', ""));
         let crd = format!(
-            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.{ns}.velero.test\nspec:\n  group: {ns}.velero.test\n  names: {{kind: Widget, listKind: WidgetList, plural: widgets, singular: widget}}\n  scope: Namespaced\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n",
-            ns = self.ns
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: {plural}.velero.io\nspec:\n  group: velero.io\n  names: {{kind: W{plural}, listKind: W{plural}List, plural: {plural}, singular: {plural}}}\n  scope: Namespaced\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n"
         );
+        let owner = json!([{"apiVersion": "batch/v1", "kind": "Job", "name": job_name,
+                            "uid": job.uid().expect("uid"), "controller": true, "blockOwnerDeletion": true}]);
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
-        let name = format!("{job}-x7k2p");
+        let name = format!("{job_name}-x7k2p");
         let pod = json!({
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "labels": {"batch.kubernetes.io/job-name": job, "job-name": job},
+            "metadata": {"name": name, "labels": {"batch.kubernetes.io/job-name": job_name, "job-name": job_name},
+                         "ownerReferences": owner,
                          "annotations": {"mvo-test-apiserver/log": crd}},
             "spec": {"restartPolicy": "Never", "containers": [{"name": "velero-crds", "image": "velero"}]}
         });
@@ -344,6 +362,7 @@ async fn leftovers_are_removed_in_one_write_then_nothing_is_written(cloud: Cloud
         &reconcile::validate::validate(&Default::default(), t.ctx.platform.as_ref()).expect("valid"),
         MVO_BUCKET,
         t.ctx.platform.as_ref(),
+        &build::VeleroCredentials::LongLived,
     )
     .into_iter()
     .find(|o| o.resource.kind == "Deployment")

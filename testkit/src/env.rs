@@ -293,18 +293,20 @@ impl Drop for KubeEnv {
 
 /// Stand-in CRDs of the foreign kinds the operator reads or writes: `Infrastructure`,
 /// `CredentialsRequest`, `ServiceMonitor`, `BackupStorageLocation`, `VolumeSnapshotLocation`,
-/// `Schedule`.
+/// `Schedule`, and the token-based-cluster facts `CloudCredential` and `Authentication`.
 /// Their schemas are faithful subsets of the upstream CRDs (types, required fields, enums,
 /// patterns, pruning, subresources), each naming the upstream file and version it mirrors (see
 /// `testkit/crds/`), so the server rejects what a real cluster rejects.
 pub fn foreign_crds() -> Result<Vec<CustomResourceDefinition>, EnvError> {
-    const FILES: [&str; 6] = [
+    const FILES: [&str; 8] = [
         include_str!("../crds/config.openshift.io_infrastructures.yaml"),
         include_str!("../crds/cloudcredential.openshift.io_credentialsrequests.yaml"),
         include_str!("../crds/monitoring.coreos.com_servicemonitors.yaml"),
         include_str!("../crds/velero.io_backupstoragelocations.yaml"),
         include_str!("../crds/velero.io_volumesnapshotlocations.yaml"),
         include_str!("../crds/velero.io_schedules.yaml"),
+        include_str!("../crds/operator.openshift.io_cloudcredentials.yaml"),
+        include_str!("../crds/config.openshift.io_authentications.yaml"),
     ];
     FILES
         .iter()

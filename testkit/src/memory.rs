@@ -197,7 +197,8 @@ impl Platform for InMemoryPlatform {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ALL
+        // Velero's short-lived credentials are not modelled in memory.
+        Capabilities { workload_identity: false, ..Capabilities::ALL }
     }
 
     fn object_store(&self) -> Arc<dyn ObjectStore> {
@@ -237,6 +238,7 @@ impl Platform for InMemoryPlatform {
     fn velero_credentials(&self) -> CredentialsWiring {
         CredentialsWiring {
             mount_path: "/credentials".into(),
+            secret_key: "credentials".into(),
             env: vec![("AWS_SHARED_CREDENTIALS_FILE".into(), "/credentials/credentials".into())],
         }
     }

@@ -18,9 +18,7 @@ use kube::{
     api::{Patch, PatchParams},
 };
 use mvo_operator::{
-    crd::VeleroInstall,
-    infrastructure::Infrastructure,
-    reconcile::{build, validate::DEFAULT_VELERO_IMAGE},
+    crd::VeleroInstall, infrastructure::Infrastructure, reconcile::validate::DEFAULT_VELERO_IMAGE,
 };
 use mvo_testkit::env::{KubeEnv, S3Env, foreign_crds, install_crds};
 use serde_json::json;
@@ -127,9 +125,14 @@ impl Local {
         let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "velero-iam-credentials"},
                             "stringData": {"credentials": "[default]\naws_access_key_id = AKIADEMO\n"}});
         secrets.patch("velero-iam-credentials", &apply(), &Patch::Apply(&secret)).await?;
-        let job_name = build::crds_job_name(DEFAULT_VELERO_IMAGE);
         let jobs: Api<Job> = Api::namespaced(self.client.clone(), NAMESPACE);
-        wait_for("CRD Job", Duration::from_secs(30), async || jobs.get_opt(&job_name).await.ok()?).await?;
+        let (job, _) = wait_for("CRD Job", Duration::from_secs(30), async || {
+            jobs.list(&Default::default()).await.ok()?.items.into_iter().next()
+        })
+        .await?;
+        let job_name = job.metadata.name.clone().unwrap_or_default();
+        let owner = json!([{"apiVersion": "batch/v1", "kind": "Job", "name": job_name,
+                            "uid": job.metadata.uid, "controller": true}]);
         jobs.patch_status(
             &job_name,
             &PatchParams::default(),
@@ -137,10 +140,11 @@ impl Local {
         )
         .await?;
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), NAMESPACE);
-        let crd_output = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: schedules.velero.io\nspec:\n  group: velero.io\n  names: {kind: Schedule, listKind: ScheduleList, plural: schedules, singular: schedule}\n  scope: Namespaced\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}\n";
+        let crd_output = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: backups.velero.io\nspec:\n  group: velero.io\n  names: {kind: Backup, listKind: BackupList, plural: backups, singular: backup}\n  scope: Namespaced\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}\n";
         let pod_name = format!("{job_name}-local");
         let pod = json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": pod_name, "labels": {"batch.kubernetes.io/job-name": job_name},
+                         "ownerReferences": owner,
                          "annotations": {"mvo-test-apiserver/log": crd_output}},
             "spec": {"restartPolicy": "Never", "containers": [{"name": "velero-crds", "image": DEFAULT_VELERO_IMAGE}]}});
         pods.patch(&pod_name, &apply(), &Patch::Apply(&pod)).await?;
@@ -153,7 +157,9 @@ impl Local {
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), NAMESPACE);
         wait_for("Deployment", Duration::from_secs(30), async || deployments.get_opt("velero").await.ok()?)
             .await?;
-        let available = json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}});
+        let generation = deployments.get("velero").await?.metadata.generation;
+        let available = json!({"status": {"observedGeneration": generation, "replicas": 1, "updatedReplicas": 1,
+                                          "readyReplicas": 1, "availableReplicas": 1}});
         deployments.patch_status("velero", &PatchParams::default(), &Patch::Merge(&available)).await?;
         Ok(())
     }

@@ -31,8 +31,6 @@ pub enum Applied {
     /// The object was written by another operator (the Go MVO) or had a foreign controller
     /// reference; ownership was handed over and it was applied.
     TakenOver,
-    /// The API server does not serve this kind (its CRD is not installed); nothing was written.
-    KindNotServed,
 }
 
 /// True when every field of `desired` is present in `live` with the same value.

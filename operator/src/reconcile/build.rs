@@ -12,8 +12,9 @@ use k8s_openapi::{
             Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
             EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, NodeAffinity, NodeSelectorRequirement,
             NodeSelectorTerm, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec,
-            PreferredSchedulingTerm, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Service,
-            ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
+            PreferredSchedulingTerm, Probe, ProjectedVolumeSource, SeccompProfile, SecretVolumeSource,
+            SecurityContext, Service, ServiceAccountTokenProjection, ServicePort, ServiceSpec, Toleration,
+            Volume, VolumeMount, VolumeProjection,
         },
     },
     apimachinery::pkg::{
@@ -25,7 +26,10 @@ use kube::{
     Resource, ResourceExt,
     api::{ApiResource, GroupVersionKind},
 };
-use mvo_core::{Platform, velero::VELERO_CREDENTIALS_SECRET};
+use mvo_core::{
+    Platform, ShortLivedVelero,
+    velero::{CLOUD_TOKEN_AUDIENCE, CLOUD_TOKEN_PATH, VELERO_CREDENTIALS_SECRET},
+};
 use serde_json::{Value, json};
 
 use super::validate::DesiredInstall;
@@ -101,19 +105,44 @@ fn metadata(name: &str, install: &VeleroInstall, owner: &OwnerReference) -> Valu
     })
 }
 
+/// How Velero authenticates to the cloud.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VeleroCredentials {
+    /// Keys minted by the cloud credential operator.
+    LongLived,
+    /// A projected service-account token exchanged for short-lived credentials (AWS STS, GCP
+    /// workload identity federation), with the provider's request and location config.
+    ShortLived(ShortLivedVelero),
+}
+
 /// Every Velero object for `install` with `bucket`, in apply order.
 pub fn velero_objects(
     install: &VeleroInstall,
     desired: &DesiredInstall,
     bucket: &str,
     platform: &dyn Platform,
+    credentials: &VeleroCredentials,
 ) -> Vec<DesiredObject> {
     // The reconciled object always comes from the API server, so it has a UID; without one the
     // objects are built unowned rather than not at all.
     let owner = install.controller_owner_ref(&()).unwrap_or_default();
-    let location = platform.location_config(bucket);
+    let (location, provider_spec) = match credentials {
+        VeleroCredentials::LongLived => {
+            (platform.location_config(bucket), platform.velero_credentials_request(bucket))
+        }
+        VeleroCredentials::ShortLived(short) => (short.location.clone(), short.provider_spec.clone()),
+    };
     let namespace = install.namespace().unwrap_or_default();
     let meta = |name: &str| metadata(name, install, &owner);
+    let mut request_spec = json!({
+        "secretRef": {"name": VELERO_CREDENTIALS_SECRET, "namespace": namespace},
+        "serviceAccountNames": [VELERO],
+        "providerSpec": provider_spec,
+    });
+    if matches!(credentials, VeleroCredentials::ShortLived(_)) {
+        // The credential operator writes this path into the credentials file it creates.
+        request_spec["cloudTokenPath"] = json!(CLOUD_TOKEN_PATH);
+    }
     vec![
         DesiredObject::new(
             credentials_request(),
@@ -121,11 +150,7 @@ pub fn velero_objects(
             json!({
                 "apiVersion": "cloudcredential.openshift.io/v1", "kind": "CredentialsRequest",
                 "metadata": meta(VELERO_CREDENTIALS_SECRET),
-                "spec": {
-                    "secretRef": {"name": VELERO_CREDENTIALS_SECRET, "namespace": namespace},
-                    "serviceAccountNames": [VELERO],
-                    "providerSpec": platform.velero_credentials_request(bucket),
-                }
+                "spec": request_spec,
             }),
         ),
         DesiredObject::new(
@@ -154,7 +179,7 @@ pub fn velero_objects(
         DesiredObject::new(
             ApiResource::erase::<Deployment>(&()),
             VELERO,
-            json!(deployment(install, desired, platform, &owner)),
+            json!(deployment(install, desired, platform, &owner, credentials)),
         ),
         DesiredObject::new(
             ApiResource::erase::<Service>(&()),
@@ -236,50 +261,62 @@ fn metrics_probe() -> Probe {
     }
 }
 
-/// Name of the Job that prints the CRDs of `velero_image`; one per image, so an image change
-/// runs a new Job and upgrades the CRDs.
-pub fn crds_job_name(velero_image: &str) -> String {
-    // FNV-1a: stable across builds and Rust versions, unlike DefaultHasher.
-    let hash = velero_image
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    format!("velero-crds-{:08x}", hash as u32)
+/// FNV-1a of `bytes`: stable across builds and Rust versions, unlike DefaultHasher.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
+
+/// Name of the Job with `spec`: a hash of the whole spec (pod template included), so any change
+/// of what the Job runs creates a new Job instead of patching an immutable template.
+pub fn crds_job_name(spec: &JobSpec) -> String {
+    let bytes = serde_json::to_vec(spec).unwrap_or_default();
+    format!("velero-crds-{:012x}", stable_hash(&bytes) & 0xffff_ffff_ffff)
+}
+
+/// Label on every CRD Job, to find those of earlier templates.
+pub const CRDS_JOB_COMPONENT: &str = "velero-crds";
+
+/// Finished CRD Jobs are removed by the TTL controller after an hour; the operator has recorded
+/// what it applied by then and does not need the Job again unless the CRDs drift.
+const CRDS_JOB_TTL_SECONDS: i32 = 3600;
 
 /// The Job that runs the Velero image's own `velero install --crds-only --dry-run -o yaml`, so
 /// the CRDs always match the image (the Velero Helm chart's approach). It needs no API access.
-pub fn crds_job(install: &VeleroInstall, desired: &DesiredInstall) -> DesiredObject {
+pub fn crds_job(install: &VeleroInstall, desired: &DesiredInstall) -> Job {
     let owner = install.controller_owner_ref(&()).unwrap_or_default();
-    let name = crds_job_name(&desired.velero_image);
-    let job = Job {
-        metadata: object_meta(&name, install, &owner),
-        spec: Some(JobSpec {
-            backoff_limit: Some(3),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels()), ..Default::default() }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".into()),
-                    automount_service_account_token: Some(false),
-                    containers: vec![Container {
-                        name: "velero-crds".into(),
-                        image: Some(desired.velero_image.clone()),
-                        command: Some(vec!["/velero".into()]),
-                        args: Some(
-                            ["install", "--crds-only", "--dry-run", "-o", "yaml"].map(String::from).to_vec(),
-                        ),
-                        security_context: Some(restricted()),
-                        ..Default::default()
-                    }],
-                    security_context: Some(restricted_pod()),
-                    tolerations: Some(vec![infra_toleration()]),
+    let job_labels = BTreeMap::from([("component".to_owned(), CRDS_JOB_COMPONENT.to_owned())]);
+    let spec = JobSpec {
+        backoff_limit: Some(3),
+        ttl_seconds_after_finished: Some(CRDS_JOB_TTL_SECONDS),
+        template: PodTemplateSpec {
+            metadata: Some(ObjectMeta { labels: Some(job_labels.clone()), ..Default::default() }),
+            spec: Some(PodSpec {
+                restart_policy: Some("Never".into()),
+                automount_service_account_token: Some(false),
+                containers: vec![Container {
+                    name: "velero-crds".into(),
+                    image: Some(desired.velero_image.clone()),
+                    command: Some(vec!["/velero".into()]),
+                    args: Some(
+                        ["install", "--crds-only", "--dry-run", "-o", "yaml"].map(String::from).to_vec(),
+                    ),
+                    // The CLI's logging and client config may touch the temp dir.
+                    volume_mounts: Some(vec![mount(TMP_VOLUME, "/tmp", false)]),
+                    security_context: Some(restricted()),
                     ..Default::default()
-                }),
-            },
-            ..Default::default()
-        }),
+                }],
+                volumes: Some(vec![empty_dir(TMP_VOLUME)]),
+                security_context: Some(restricted_pod()),
+                tolerations: Some(vec![infra_toleration()]),
+                ..Default::default()
+            }),
+        },
         ..Default::default()
     };
-    DesiredObject::new(ApiResource::erase::<Job>(&()), &name, json!(job))
+    let name = crds_job_name(&spec);
+    let mut metadata = object_meta(&name, install, &owner);
+    metadata.labels = Some(job_labels);
+    Job { metadata, spec: Some(spec), ..Default::default() }
 }
 
 fn infra_toleration() -> Toleration {
@@ -291,6 +328,41 @@ fn infra_toleration() -> Toleration {
     }
 }
 
+/// The projected service-account token volume on token-based clusters.
+const TOKEN_VOLUME: &str = "bound-sa-token";
+
+/// Directory of [`CLOUD_TOKEN_PATH`].
+fn token_dir() -> &'static str {
+    CLOUD_TOKEN_PATH.rsplit_once('/').map_or(CLOUD_TOKEN_PATH, |(dir, _)| dir)
+}
+
+/// Velero's service-account token for the cloud's token exchange: audience `openshift`, file
+/// name as in [`CLOUD_TOKEN_PATH`], refreshed by the kubelet before it expires.
+fn token_volume() -> Volume {
+    let file = CLOUD_TOKEN_PATH.rsplit_once('/').map_or(CLOUD_TOKEN_PATH, |(_, file)| file);
+    Volume {
+        name: TOKEN_VOLUME.into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    audience: Some(CLOUD_TOKEN_AUDIENCE.into()),
+                    expiration_seconds: Some(3600),
+                    path: file.into(),
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The writable temp dir of every container with a read-only root filesystem.
+pub const TMP_VOLUME: &str = "tmp";
+/// Velero's writable home directory (kopia's repository config and cache).
+const HOME_VOLUME: &str = "home";
+const HOME_DIR: &str = "/home/velero";
+
 /// Node role of infrastructure nodes, where Velero prefers to run.
 const INFRA_NODE: &str = "node-role.kubernetes.io/infra";
 
@@ -300,10 +372,16 @@ pub fn deployment(
     desired: &DesiredInstall,
     platform: &dyn Platform,
     owner: &OwnerReference,
+    credentials: &VeleroCredentials,
 ) -> Deployment {
     let wiring = platform.velero_credentials();
+    let token = matches!(credentials, VeleroCredentials::ShortLived(_));
     let mut container_env = vec![
         env("VELERO_SCRATCH_DIR", "/scratch"),
+        // On OpenShift the restricted SCC runs the pod under a random UID without a passwd entry,
+        // so HOME falls back to `/`: kopia then writes its repository config and cache to
+        // `/udmrepo` and `/.cache` on the read-only root (velero#6909). Point it at an emptyDir.
+        env("HOME", HOME_DIR),
         EnvVar {
             name: "VELERO_NAMESPACE".into(),
             value_from: Some(EnvVarSource {
@@ -330,12 +408,21 @@ pub fn deployment(
             ..Default::default()
         }]),
         env: Some(container_env),
-        volume_mounts: Some(vec![
-            mount("plugins", "/plugins", false),
-            mount("scratch", "/scratch", false),
-            mount("cloud-credentials", &wiring.mount_path, true),
-            mount(TRUSTED_CA_BUNDLE, "/etc/pki/ca-trust/extracted/pem", true),
-        ]),
+        volume_mounts: Some(
+            vec![
+                mount("plugins", "/plugins", false),
+                mount("scratch", "/scratch", false),
+                // Plugin sockets (go-plugin), restic's temporary credentials file and the SDKs'
+                // temporary files go to the temp dir (oadp-operator#703, velero#3358).
+                mount(TMP_VOLUME, "/tmp", false),
+                mount(HOME_VOLUME, HOME_DIR, false),
+                mount("cloud-credentials", &wiring.mount_path, true),
+                mount(TRUSTED_CA_BUNDLE, "/etc/pki/ca-trust/extracted/pem", true),
+            ]
+            .into_iter()
+            .chain(token.then(|| mount(TOKEN_VOLUME, token_dir(), true)))
+            .collect(),
+        ),
         resources: Some(desired.resources.clone()),
         readiness_probe: Some(metrics_probe()),
         liveness_probe: Some(metrics_probe()),
@@ -345,13 +432,17 @@ pub fn deployment(
     let plugin = Container {
         name: "velero-plugin".into(),
         image: Some(desired.plugin_image.clone()),
-        volume_mounts: Some(vec![mount("plugins", "/target", false)]),
+        // The plugin image copies its binaries with `cp`, which needs no temp dir; the mount is
+        // there so no tool in a future plugin image fails on the read-only root.
+        volume_mounts: Some(vec![mount("plugins", "/target", false), mount(TMP_VOLUME, "/tmp", false)]),
         security_context: Some(restricted()),
         ..Default::default()
     };
-    let volumes = vec![
+    let mut volumes = vec![
         empty_dir("plugins"),
         empty_dir("scratch"),
+        empty_dir(TMP_VOLUME),
+        empty_dir(HOME_VOLUME),
         Volume {
             name: "cloud-credentials".into(),
             secret: Some(SecretVolumeSource {
@@ -376,6 +467,9 @@ pub fn deployment(
             ..Default::default()
         },
     ];
+    if token {
+        volumes.push(token_volume());
+    }
     Deployment {
         metadata: object_meta(VELERO, install, owner),
         spec: Some(DeploymentSpec {
@@ -457,7 +551,13 @@ mod tests {
     fn objects() -> Vec<DesiredObject> {
         let platform = InMemoryPlatform::new("eu-west-1");
         let desired = validate(&VeleroInstallSpec::default(), &platform).expect("valid");
-        velero_objects(&install(), &desired, "managed-velero-backups-x", &platform)
+        velero_objects(
+            &install(),
+            &desired,
+            "managed-velero-backups-x",
+            &platform,
+            &VeleroCredentials::LongLived,
+        )
     }
 
     fn find<'a>(objects: &'a [DesiredObject], kind: &str) -> &'a Value {
@@ -525,7 +625,7 @@ mod tests {
         let requests = velero.resources.as_ref().and_then(|r| r.requests.as_ref()).expect("requests");
         assert_eq!(requests["cpu"].0, "500m");
         let volumes: Vec<&str> = pod.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
-        assert_eq!(volumes, ["plugins", "scratch", "cloud-credentials", "trusted-ca-bundle"]);
+        assert_eq!(volumes, ["plugins", "scratch", "tmp", "home", "cloud-credentials", "trusted-ca-bundle"]);
         assert_eq!(
             pod.init_containers.expect("init")[0].image.as_deref(),
             Some("docker.io/velero/velero-plugin-for-aws:v1.13.0")
@@ -535,17 +635,57 @@ mod tests {
     }
 
     #[test]
-    fn crds_job_runs_the_velero_image_itself() {
+    fn crds_job_runs_the_velero_image_itself_and_is_named_by_its_template() {
         let platform = InMemoryPlatform::new("eu-west-1");
         let desired = validate(&VeleroInstallSpec::default(), &platform).expect("valid");
         let job = crds_job(&install(), &desired);
-        assert_eq!(job.name, crds_job_name(&desired.velero_image));
-        let container = &job.object["spec"]["template"]["spec"]["containers"][0];
-        assert_eq!(container["image"], desired.velero_image.as_str());
-        assert_eq!(container["args"], json!(["install", "--crds-only", "--dry-run", "-o", "yaml"]));
-        assert_eq!(job.object["spec"]["template"]["spec"]["restartPolicy"], "Never");
-        assert_ne!(crds_job_name("velero:v1.17.0"), crds_job_name("velero:v1.17.1"));
-        assert_eq!(crds_job_name("velero:v1.17.0"), crds_job_name("velero:v1.17.0"));
+        let spec = job.spec.clone().expect("spec");
+        assert_eq!(job.metadata.name, Some(crds_job_name(&spec)));
+        assert_eq!(spec.ttl_seconds_after_finished, Some(3600));
+        let pod = spec.template.spec.clone().expect("pod");
+        let container = &pod.containers[0];
+        assert_eq!(container.image.as_deref(), Some(desired.velero_image.as_str()));
+        assert_eq!(json!(container.args), json!(["install", "--crds-only", "--dry-run", "-o", "yaml"]));
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let mut changed = spec.clone();
+        changed.template.spec.as_mut().expect("pod").containers[0].image = Some("velero:v1.17.1".into());
+        assert_ne!(crds_job_name(&changed), crds_job_name(&spec), "image is part of the name");
+        let mut changed = spec.clone();
+        changed.template.spec.as_mut().expect("pod").tolerations = None;
+        assert_ne!(crds_job_name(&changed), crds_job_name(&spec), "any template change renames the Job");
+        assert_eq!(crds_job_name(&spec), crds_job_name(&spec.clone()));
+    }
+
+    #[test]
+    fn short_lived_credentials_mount_the_projected_token_and_set_the_token_path() {
+        let platform = InMemoryPlatform::new("eu-west-1");
+        let desired = validate(&VeleroInstallSpec::default(), &platform).expect("valid");
+        let short = VeleroCredentials::ShortLived(ShortLivedVelero {
+            provider_spec: json!({"kind": "AWSProviderSpec", "stsIAMRoleARN": "arn:aws:iam::1:role/v"}),
+            location: platform.location_config("b"),
+        });
+        let objects = velero_objects(&install(), &desired, "b", &platform, &short);
+        let cr = find(&objects, "CredentialsRequest");
+        assert_eq!(cr["spec"]["cloudTokenPath"], CLOUD_TOKEN_PATH);
+        assert_eq!(cr["spec"]["providerSpec"]["stsIAMRoleARN"], "arn:aws:iam::1:role/v");
+        let d: Deployment = serde_json::from_value(find(&objects, "Deployment").clone()).expect("deployment");
+        let pod = d.spec.and_then(|s| s.template.spec).expect("pod");
+        let token = pod.volumes.iter().flatten().find(|v| v.name == TOKEN_VOLUME).expect("token volume");
+        let projection = token.projected.as_ref().and_then(|p| p.sources.as_ref()).expect("sources")[0]
+            .service_account_token
+            .clone()
+            .expect("token projection");
+        assert_eq!((projection.audience.as_deref(), projection.path.as_str()), (Some("openshift"), "token"));
+        let mount = pod.containers[0].volume_mounts.iter().flatten().find(|m| m.name == TOKEN_VOLUME);
+        assert_eq!(mount.map(|m| m.mount_path.as_str()), Some("/var/run/secrets/openshift/serviceaccount"));
+        let long_lived = objects_with(&VeleroCredentials::LongLived);
+        assert!(find(&long_lived, "CredentialsRequest")["spec"].get("cloudTokenPath").is_none());
+    }
+
+    fn objects_with(credentials: &VeleroCredentials) -> Vec<DesiredObject> {
+        let platform = InMemoryPlatform::new("eu-west-1");
+        let desired = validate(&VeleroInstallSpec::default(), &platform).expect("valid");
+        velero_objects(&install(), &desired, "b", &platform, credentials)
     }
 
     #[test]

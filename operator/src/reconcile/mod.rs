@@ -32,15 +32,18 @@ use kube::{
         events::{Event, EventType, Reporter},
     },
 };
-use mvo_core::{Platform, velero::VELERO_CREDENTIALS_SECRET};
+use mvo_core::{
+    Platform, ShortLivedError, ShortLivedField, ShortLivedInput, velero::VELERO_CREDENTIALS_SECRET,
+};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use self::{
     apply::Applied,
     bucket::BucketOutcome,
+    build::VeleroCredentials,
     conditions::{BUCKET_READY, CREDENTIALS_READY, PLATFORM_SUPPORTED, Report, VELERO_READY},
-    crds::CrdsOutcome,
+    crds::{Crds, CrdsOutcome},
     events::Events,
     plan::{Plan, PlanPlatform},
     validate::{DEFAULT_RESYNC_INTERVAL, DesiredInstall, InvalidSpec},
@@ -72,6 +75,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Set in plan mode: writes are recorded here instead of made.
     pub plan: Option<Arc<Plan>>,
+    /// Set on token-based clusters (AWS STS, GCP WIF): the environment's defaults for Velero's
+    /// identity; `None` where the credential operator mints long-lived keys.
+    pub short_lived: Option<ShortLivedInput>,
     /// Consecutive retryable failures per object UID, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -92,8 +98,16 @@ impl Context {
             infrastructure_name,
             metrics,
             plan: None,
+            short_lived: None,
             failures: Mutex::default(),
         }
+    }
+
+    /// This context on a token-based cluster when `short_lived` is set, with the environment's
+    /// defaults for Velero's identity.
+    pub fn with_short_lived(mut self, short_lived: Option<ShortLivedInput>) -> Self {
+        self.short_lived = short_lived;
+        self
     }
 
     /// A context that runs the pipeline read-only, recording into the returned [`Plan`] what it
@@ -528,20 +542,29 @@ async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Res
         }
     };
 
+    let credentials = match velero_cloud_credentials(ctx, vi, &bucket_name) {
+        Ok(credentials) => credentials,
+        Err(report) => {
+            return stop_on_credentials(ctx, vi, desired, reports, report, storage, next_check_in).await;
+        }
+    };
     // Velero's own kinds can only be applied once the CRD Job has installed their CRDs.
     let (velero_kinds, others): (Vec<_>, Vec<_>) =
-        build::velero_objects(vi, desired, &bucket_name, ctx.platform.as_ref())
+        build::velero_objects(vi, desired, &bucket_name, ctx.platform.as_ref(), &credentials)
             .into_iter()
             .partition(|o| o.resource.group == "velero.io");
-    let crds_job = build::crds_job(vi, desired);
     let mut applied = Vec::new();
-    for object in others.iter().chain([&crds_job]) {
+    for object in &others {
         applied.push((
             object.describe(),
             apply::apply(&ctx.client, &namespace, object, ctx.plan.as_deref()).await?,
         ));
     }
-    let crds = crds::ensure(&ctx.client, &namespace, &crds_job.name, ctx.plan.as_deref()).await?;
+    let crds_job = build::crds_job(vi, desired);
+    let crds = Crds { client: &ctx.client, namespace: &namespace, job: &crds_job, plan: ctx.plan.as_deref() }
+        .ensure()
+        .await?;
+    announce_crds(ctx, vi, &crds).await;
     if matches!(crds, CrdsOutcome::Applied { .. }) {
         for object in &velero_kinds {
             applied.push((
@@ -554,30 +577,20 @@ async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Res
     if matches!(crds, CrdsOutcome::Applied { .. }) {
         warn_about_schedules(ctx, vi, desired, &namespace).await?;
     }
-    let not_served: Vec<&str> = applied
-        .iter()
-        .filter(|(_, a)| a.applied == Applied::KindNotServed)
-        .map(|(o, _)| o.as_str())
-        .collect();
-
     let credentials = velero_credentials(ctx, &namespace).await?;
     let velero = match &crds {
-        CrdsOutcome::Pending => {
-            Report::fail(VELERO_READY, "InstallingVeleroCRDs", "waiting for the Velero CRD Job")
+        CrdsOutcome::Pending(message) => Report::fail(VELERO_READY, "InstallingVeleroCRDs", message.clone()),
+        CrdsOutcome::JobFailed { reason, message } => Report::fail(VELERO_READY, reason, message.clone()),
+        CrdsOutcome::Refused { message, .. } => {
+            Report::fail(VELERO_READY, "VeleroCRDsRefused", message.clone())
         }
-        CrdsOutcome::JobFailed(message) => Report::fail(VELERO_READY, "VeleroCRDJobFailed", message.clone()),
-        CrdsOutcome::Applied { foreign } => {
+        CrdsOutcome::Applied { foreign, .. } => {
             let mut report = velero_available(ctx, &namespace).await?;
             if !foreign.is_empty() {
                 report.message.push_str(&format!(
                     "; CRDs managed by another installer were left alone: {}",
                     foreign.join(", ")
                 ));
-            }
-            if !not_served.is_empty() {
-                report
-                    .message
-                    .push_str(&format!("; not applied, kind not installed: {}", not_served.join(", ")));
             }
             report
         }
@@ -624,6 +637,106 @@ async fn warn_about_schedules(
     warn!(schedules = ?names, "{note}");
     publish(ctx, vi, EventType::Warning, "ScheduleOutlivesRetention", "CheckSchedules", note).await;
     Ok(())
+}
+
+/// One event per new fact about the CRDs: output refused, another installer's CRDs found.
+async fn announce_crds(ctx: &Context, vi: &VeleroInstall, crds: &CrdsOutcome) {
+    match crds {
+        CrdsOutcome::Refused { message, first: true } => {
+            publish(ctx, vi, EventType::Warning, "VeleroCRDsRefused", "ApplyCRDs", message.clone()).await;
+        }
+        CrdsOutcome::Applied { foreign, foreign_changed: true } if !foreign.is_empty() => {
+            let note =
+                format!("Velero CRDs managed by another installer were left alone: {}", foreign.join(", "));
+            publish(ctx, vi, EventType::Warning, "VeleroCRDsManagedElsewhere", "ApplyCRDs", note).await;
+        }
+        _ => {}
+    }
+}
+
+/// How Velero authenticates: long-lived keys, or on a token-based cluster the provider's
+/// short-lived wiring with the identity from the spec (or the operator's environment). `Err` is
+/// the CredentialsReady report naming what the administrator must set.
+fn velero_cloud_credentials(
+    ctx: &Context,
+    vi: &VeleroInstall,
+    bucket: &str,
+) -> Result<VeleroCredentials, Report> {
+    let Some(defaults) = &ctx.short_lived else { return Ok(VeleroCredentials::LongLived) };
+    let spec = vi.spec.short_lived_credentials.clone().unwrap_or_default();
+    let input = ShortLivedInput {
+        role_arn: spec.role_arn.or_else(|| defaults.role_arn.clone()),
+        service_account_email: spec.service_account_email.or_else(|| defaults.service_account_email.clone()),
+        audience: spec.audience.or_else(|| defaults.audience.clone()),
+    };
+    match ctx.platform.velero_short_lived(bucket, &input) {
+        Ok(short) => Ok(VeleroCredentials::ShortLived(short)),
+        Err(ShortLivedError::Missing(fields)) => {
+            let names: Vec<String> = fields
+                .iter()
+                .map(|f| {
+                    let (field, env) = match f {
+                        ShortLivedField::RoleArn => ("roleARN", "MVO_VELERO_ROLE_ARN"),
+                        ShortLivedField::ServiceAccountEmail => {
+                            ("serviceAccountEmail", "MVO_VELERO_SERVICE_ACCOUNT_EMAIL")
+                        }
+                        ShortLivedField::Audience => ("audience", "MVO_VELERO_WIF_AUDIENCE"),
+                    };
+                    format!("spec.shortLivedCredentials.{field} (or the operator's env var {env})")
+                })
+                .collect();
+            Err(Report::fail(
+                CREDENTIALS_READY,
+                "ShortLivedIdentityMissing",
+                format!(
+                    "the cluster issues only short-lived cloud credentials; set {} so Velero's credentials can be requested",
+                    names.join(" and ")
+                ),
+            ))
+        }
+        Err(ShortLivedError::NotSupported) => Err(Report::fail(
+            CREDENTIALS_READY,
+            "ShortLivedCredentialsNotSupported",
+            format!(
+                "the cluster issues only short-lived cloud credentials and the {} provider cannot wire them for Velero",
+                ctx.platform.name()
+            ),
+        )),
+    }
+}
+
+/// Velero cannot get credentials until the administrator acts: nothing is requested (no
+/// long-lived request on a token-based cluster), the bucket status is kept.
+async fn stop_on_credentials(
+    ctx: &Context,
+    vi: &VeleroInstall,
+    desired: &DesiredInstall,
+    mut reports: Vec<Report>,
+    credentials: Report,
+    storage: Option<crate::crd::StorageBucketStatus>,
+    next_check_in: Duration,
+) -> Result<Action, Error> {
+    let message = credentials.message.clone();
+    let reason = credentials.reason;
+    reports[1] = credentials;
+    reports.push(Report::fail(
+        VELERO_READY,
+        "WaitingForCredentials",
+        "Velero is not installed until its credentials can be requested",
+    ));
+    reports.push(conditions::ready(&reports));
+    write_status(ctx, vi, |status| {
+        if let Some(storage) = storage {
+            status.storage_bucket = Some(storage);
+        }
+        status.observed_generation = vi.metadata.generation;
+        status.platform = Some(ctx.platform.name().to_owned());
+        status.region = Some(ctx.platform.region().to_owned());
+        status.conditions = merge(vi, &reports);
+    })
+    .await?;
+    publish(ctx, vi, EventType::Warning, reason, "RequestCredentials", message).await;
+    Ok(Action::requeue(jitter(next_check_in.min(desired.resync_interval))))
 }
 
 async fn announce_objects(ctx: &Context, vi: &VeleroInstall, applied: &[(String, apply::Outcome)]) {
@@ -715,10 +828,19 @@ async fn velero_credentials(ctx: &Context, namespace: &str) -> Result<Report, Er
         .get_opt(VELERO_CREDENTIALS_SECRET)
         .await
         .map_err(|source| Error::Read { what: format!("Secret/{VELERO_CREDENTIALS_SECRET}"), source })?;
-    Ok(match secret.and_then(|s| s.data).filter(|d| !d.is_empty()) {
-        Some(_) => {
+    // The key Velero's container reads, not any data: a secret of the other mode (or half
+    // written) leaves Velero without credentials.
+    let key = ctx.platform.velero_credentials().secret_key;
+    let data = secret.map(|s| (s.data.unwrap_or_default(), s.string_data.unwrap_or_default()));
+    Ok(match data {
+        Some((data, _)) if data.get(&key).is_some_and(|v| !v.0.is_empty()) => {
             Report::ok(CREDENTIALS_READY, "CredentialsAvailable", "Velero's cloud credentials are present")
         }
+        Some(_) => Report::fail(
+            CREDENTIALS_READY,
+            "WaitingForCredentials",
+            format!("Secret {VELERO_CREDENTIALS_SECRET} has no key {key:?}, the file Velero reads"),
+        ),
         None => Report::fail(
             CREDENTIALS_READY,
             "WaitingForCredentials",
@@ -732,17 +854,36 @@ async fn velero_available(ctx: &Context, namespace: &str) -> Result<Report, Erro
         .get_opt(build::VELERO)
         .await
         .map_err(|source| Error::Read { what: "Deployment/velero".into(), source })?;
-    let available =
-        deployment.as_ref().and_then(|d| d.status.as_ref()).and_then(|s| s.available_replicas).unwrap_or(0);
-    Ok(if available > 0 {
-        Report::ok(VELERO_READY, "VeleroAvailable", "the Velero Deployment is available")
-    } else {
-        Report::fail(
-            VELERO_READY,
-            "DeploymentUnavailable",
-            "the Velero Deployment has no available replica yet",
-        )
+    Ok(match deployment.as_ref().map(rollout) {
+        Some(Ok(())) => {
+            Report::ok(VELERO_READY, "VeleroAvailable", "the Velero Deployment is rolled out and available")
+        }
+        Some(Err(message)) => Report::fail(VELERO_READY, "DeploymentUnavailable", message),
+        None => {
+            Report::fail(VELERO_READY, "DeploymentUnavailable", "the Velero Deployment does not exist yet")
+        }
     })
+}
+
+/// Whether the Deployment's current generation is rolled out: observed by its controller, every
+/// replica updated and available (as `kubectl rollout status` decides), else why not.
+fn rollout(deployment: &Deployment) -> Result<(), String> {
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    let wanted = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status = deployment.status.clone().unwrap_or_default();
+    if status.observed_generation.unwrap_or(0) < generation {
+        return Err(format!(
+            "the Velero Deployment's generation {generation} is not observed yet (observed {})",
+            status.observed_generation.unwrap_or(0)
+        ));
+    }
+    let (updated, available) = (status.updated_replicas.unwrap_or(0), status.available_replicas.unwrap_or(0));
+    if updated < wanted || available < wanted || status.replicas.unwrap_or(0) > updated {
+        return Err(format!(
+            "the Velero Deployment is rolling out: {updated}/{wanted} updated, {available}/{wanted} available"
+        ));
+    }
+    Ok(())
 }
 
 /// Spreads requeues over ±10% so many clusters do not check their buckets in lockstep.

@@ -74,6 +74,13 @@ impl Platform for PlanPlatform {
     fn velero_credentials(&self) -> CredentialsWiring {
         self.inner.velero_credentials()
     }
+    fn velero_short_lived(
+        &self,
+        bucket: &str,
+        input: &mvo_core::ShortLivedInput,
+    ) -> Result<mvo_core::ShortLivedVelero, mvo_core::ShortLivedError> {
+        self.inner.velero_short_lived(bucket, input)
+    }
     fn call_counter(&self) -> Option<CallCounter> {
         self.inner.call_counter()
     }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use aws_sdk_s3::config::{Intercept, SharedInterceptor};
 use mvo_core::{
     Capabilities, CredentialSource, CredentialsWiring, LocationConfig, ObjectStore, Platform, ProviderConfig,
-    Result,
+    Result, ShortLivedError, ShortLivedInput, ShortLivedVelero,
 };
 
 pub use credentials::{FileCredentialSource, SdkCredentials};
@@ -152,6 +152,14 @@ impl Platform for AwsPlatform {
 
     fn velero_credentials(&self) -> CredentialsWiring {
         velero::credentials_wiring()
+    }
+
+    fn velero_short_lived(
+        &self,
+        bucket: &str,
+        input: &ShortLivedInput,
+    ) -> std::result::Result<ShortLivedVelero, ShortLivedError> {
+        velero::short_lived(&self.region, bucket, input)
     }
 
     fn call_counter(&self) -> Option<CallCounter> {

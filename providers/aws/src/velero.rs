@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use mvo_core::{CredentialsWiring, LocationConfig};
+use mvo_core::{
+    CredentialsWiring, LocationConfig, ShortLivedError, ShortLivedField, ShortLivedInput, ShortLivedVelero,
+};
 use serde_json::json;
 
 /// Pinned image of Velero's AWS plugin.
@@ -11,6 +13,8 @@ pub const VELERO_PLUGIN_IMAGE: &str = "docker.io/velero/velero-plugin-for-aws:v1
 
 /// Where the Velero credentials secret is mounted in the Velero container.
 const CREDENTIALS_MOUNT: &str = "/credentials";
+/// The secret key the cloud credential operator writes the shared-credentials file under.
+const CREDENTIALS_KEY: &str = "credentials";
 
 /// An AWS partition, which decides the ARN prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +101,7 @@ pub fn credentials_request_spec(partition: Partition, bucket: &str) -> serde_jso
 
 /// Where the cloud credential operator's STS mode expects the projected service-account token
 /// (`CredentialsRequest.spec.cloudTokenPath`).
-pub const CLOUD_TOKEN_PATH: &str = "/var/run/secrets/openshift/serviceaccount/token";
+pub const CLOUD_TOKEN_PATH: &str = mvo_core::velero::CLOUD_TOKEN_PATH;
 
 /// The STS variant of [`credentials_request_spec`]: the same least-privilege statements plus the
 /// IAM role Velero assumes with its projected token (`stsIAMRoleARN`), so the cloud credential
@@ -109,12 +113,37 @@ pub fn credentials_request_spec_sts(partition: Partition, bucket: &str, role_arn
     spec
 }
 
+/// Velero on an STS cluster: the CredentialsRequest names the role, and the BSL tells the AWS
+/// plugin to read the shared config (`enableSharedConfig`), so the SDK follows the `role_arn` +
+/// `web_identity_token_file` profile the credential operator writes instead of expecting keys.
+pub(crate) fn short_lived(
+    region: &str,
+    bucket: &str,
+    input: &ShortLivedInput,
+) -> Result<ShortLivedVelero, ShortLivedError> {
+    let role_arn = input
+        .role_arn
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| ShortLivedError::Missing(vec![ShortLivedField::RoleArn]))?;
+    let mut location = location_config(region, bucket);
+    // Only the BSL: the object store plugin documents the key; the volume snapshotter
+    // validates its config keys, and its SDK reads the shared files on its own.
+    location.backup_config.insert("enableSharedConfig".into(), "true".into());
+    Ok(ShortLivedVelero {
+        provider_spec: credentials_request_spec_sts(Partition::of_region(region), bucket, role_arn),
+        location,
+    })
+}
+
 /// The cloud credential operator writes a shared-credentials file under key `credentials` in both
 /// key and STS modes, so pointing the SDK at that file covers both.
 pub(crate) fn credentials_wiring() -> CredentialsWiring {
     CredentialsWiring {
         mount_path: CREDENTIALS_MOUNT.into(),
-        env: vec![("AWS_SHARED_CREDENTIALS_FILE".into(), format!("{CREDENTIALS_MOUNT}/credentials"))],
+        secret_key: CREDENTIALS_KEY.into(),
+        env: vec![("AWS_SHARED_CREDENTIALS_FILE".into(), format!("{CREDENTIALS_MOUNT}/{CREDENTIALS_KEY}"))],
     }
 }
 
@@ -166,6 +195,21 @@ mod tests {
             credentials_request_spec(Partition::AwsUsGov, "bkt")["statementEntries"]
         );
         assert_eq!(spec["statementEntries"][2]["resource"], "arn:aws-us-gov:s3:::bkt");
+    }
+
+    #[test]
+    fn sts_needs_the_role_and_turns_on_the_shared_config() {
+        let missing = short_lived("eu-west-1", "bkt", &ShortLivedInput::default()).expect_err("no role");
+        assert_eq!(missing, ShortLivedError::Missing(vec![ShortLivedField::RoleArn]));
+        let input = ShortLivedInput {
+            role_arn: Some("arn:aws:iam::123456789012:role/velero".into()),
+            ..Default::default()
+        };
+        let sts = short_lived("eu-west-1", "bkt", &input).expect("sts");
+        assert_eq!(sts.provider_spec["stsIAMRoleARN"], "arn:aws:iam::123456789012:role/velero");
+        assert_eq!(sts.location.backup_config.get("enableSharedConfig").map(String::as_str), Some("true"));
+        assert_eq!(sts.location.backup_config.get("region").map(String::as_str), Some("eu-west-1"));
+        assert!(!sts.location.snapshot_config.contains_key("enableSharedConfig"));
     }
 
     #[test]

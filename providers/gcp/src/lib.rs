@@ -29,7 +29,7 @@ use std::sync::Arc;
 use google_cloud_storage::client::StorageControl;
 use mvo_core::{
     Capabilities, CredentialSource, CredentialsWiring, LocationConfig, ObjectStore, Platform, ProviderConfig,
-    Result,
+    Result, ShortLivedError, ShortLivedInput, ShortLivedVelero,
 };
 
 pub use client::install_crypto_provider;
@@ -160,6 +160,14 @@ impl Platform for GcpPlatform {
 
     fn velero_credentials(&self) -> CredentialsWiring {
         velero::credentials_wiring()
+    }
+
+    fn velero_short_lived(
+        &self,
+        bucket: &str,
+        input: &ShortLivedInput,
+    ) -> std::result::Result<ShortLivedVelero, ShortLivedError> {
+        velero::short_lived(&self.project_id, bucket, input)
     }
 
     fn call_counter(&self) -> Option<CallCounter> {

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use mvo_core::{CredentialsWiring, LocationConfig};
+use mvo_core::{
+    CredentialsWiring, LocationConfig, ShortLivedError, ShortLivedField, ShortLivedInput, ShortLivedVelero,
+};
 use serde_json::{Value, json};
 
 /// Pinned image of Velero's GCP plugin.
@@ -16,10 +18,13 @@ pub const VELERO_PREDEFINED_ROLES: [&str; 3] =
 
 /// Where the projected service-account token is mounted in Velero's pod on WIF clusters
 /// (`CredentialsRequest.spec.cloudTokenPath`).
-pub const CLOUD_TOKEN_PATH: &str = "/var/run/secrets/openshift/serviceaccount/token";
+pub const CLOUD_TOKEN_PATH: &str = mvo_core::velero::CLOUD_TOKEN_PATH;
 
 /// Where the Velero credentials secret is mounted in the Velero container.
 const CREDENTIALS_MOUNT: &str = "/credentials";
+/// The secret key the cloud credential operator writes the credentials JSON under (a key file,
+/// or an `external_account` file on workload identity federation clusters).
+const CREDENTIALS_KEY: &str = "service_account.json";
 
 pub(crate) fn location_config(project_id: &str, bucket: &str) -> LocationConfig {
     LocationConfig {
@@ -51,12 +56,40 @@ pub fn credentials_request_spec_wif(service_account_email: &str, audience: &str)
     spec
 }
 
+/// Velero on a workload identity federation cluster: the CredentialsRequest names the service
+/// account and pool provider, the credential operator writes an `external_account` file that
+/// Google's client libraries read through `GOOGLE_APPLICATION_CREDENTIALS`, and the BSL names the
+/// service account (`serviceAccount`): without a private key the GCP plugin signs download URLs
+/// through that account instead.
+pub(crate) fn short_lived(
+    project_id: &str,
+    bucket: &str,
+    input: &ShortLivedInput,
+) -> Result<ShortLivedVelero, ShortLivedError> {
+    let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+    let (email, audience) = (given(&input.service_account_email), given(&input.audience));
+    let (Some(email), Some(audience)) = (email.clone(), audience.clone()) else {
+        let mut missing = Vec::new();
+        if email.is_none() {
+            missing.push(ShortLivedField::ServiceAccountEmail);
+        }
+        if audience.is_none() {
+            missing.push(ShortLivedField::Audience);
+        }
+        return Err(ShortLivedError::Missing(missing));
+    };
+    let mut location = location_config(project_id, bucket);
+    location.backup_config.insert("serviceAccount".into(), email.clone());
+    Ok(ShortLivedVelero { provider_spec: credentials_request_spec_wif(&email, &audience), location })
+}
+
 pub(crate) fn credentials_wiring() -> CredentialsWiring {
     CredentialsWiring {
         mount_path: CREDENTIALS_MOUNT.into(),
+        secret_key: CREDENTIALS_KEY.into(),
         env: vec![(
             "GOOGLE_APPLICATION_CREDENTIALS".into(),
-            format!("{CREDENTIALS_MOUNT}/service_account.json"),
+            format!("{CREDENTIALS_MOUNT}/{CREDENTIALS_KEY}"),
         )],
     }
 }
@@ -64,6 +97,29 @@ pub(crate) fn credentials_wiring() -> CredentialsWiring {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wif_needs_email_and_audience_and_names_the_account_in_the_bsl() {
+        let none = short_lived("p", "b", &ShortLivedInput::default()).expect_err("nothing given");
+        assert_eq!(
+            none,
+            ShortLivedError::Missing(vec![ShortLivedField::ServiceAccountEmail, ShortLivedField::Audience])
+        );
+        let input = ShortLivedInput {
+            service_account_email: Some("velero@p.iam.gserviceaccount.com".into()),
+            audience: Some(
+                "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/x/providers/y".into(),
+            ),
+            ..Default::default()
+        };
+        let wif = short_lived("p", "b", &input).expect("wif");
+        assert_eq!(wif.provider_spec["serviceAccountEmail"], "velero@p.iam.gserviceaccount.com");
+        assert_eq!(
+            wif.location.backup_config.get("serviceAccount").map(String::as_str),
+            Some("velero@p.iam.gserviceaccount.com")
+        );
+        assert_eq!(wif.location.snapshot_config.get("project").map(String::as_str), Some("p"));
+    }
 
     #[test]
     fn wif_spec_adds_the_service_account_and_keeps_the_roles() {
