@@ -11,6 +11,7 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod http;
+pub mod images;
 pub mod infrastructure;
 pub mod leader;
 pub mod metrics;

@@ -19,7 +19,7 @@
 #                                               tkey = hash(mirror + package list); kept across wrapper edits
 #   $CACHE/toolchain/<tkey>/extra-<ekey>/       Go sources added later (EXTRA list), so adding one does
 #                                               not refetch the toolchain or rebuild the Go build cache
-# Env: MVO_DEBIAN_MIRROR (override mirror), FULL=1 (use the full dependency closure instead of the
+# Env: MVO_DEBIAN_MIRROR (the mirror when apt's config names none, or to override it), FULL=1 (use the full dependency closure instead of the
 #      curated package list), MVO_TESTENV_KEEP_WORK=1 (keep the temp build dir for debugging).
 # Concurrency: builds are serialized with flock on $CACHE/.lock, and results are published by
 # renaming a temp dir, so racing builds and interrupted builds never leave a half-filled bin dir.
@@ -65,21 +65,8 @@ if [ $GO_TEST = 0 ]; then   # --go-test only reads the toolchain the build above
 fi
 T0=$(date +%s)
 
-# ---- Debian mirror: from the machine's apt config ------------------------------------------------
-mirror() {
-  if [ -n "${MVO_DEBIAN_MIRROR:-}" ]; then echo "$MVO_DEBIAN_MIRROR"; return; fi
-  local m=""
-  if [ -r /etc/apt/sources.list.d/debian.sources ]; then
-    m=$(awk 'tolower($1)=="uris:" { for (i=2;i<=NF;i++) if ($i !~ /security/) { print $i; exit } }' \
-      /etc/apt/sources.list.d/debian.sources)
-  fi
-  if [ -z "$m" ] && [ -r /etc/apt/sources.list ]; then
-    m=$(awk '$1=="deb" { for (i=2;i<=NF;i++) if ($i ~ /^(https?|ftp):\/\//) { if ($i !~ /security/) { print $i; exit } else break } }' \
-      /etc/apt/sources.list)
-  fi
-  echo "${m:-http://deb.debian.org/debian}"
-}
-URI=$(mirror); URI=${URI%/}
+# ---- Debian mirror: from the machine's apt config or MVO_DEBIAN_MIRROR (debian-mirror.sh) ----------
+URI=$("$HERE/debian-mirror.sh") || { echo "build-apiserver: cannot choose a Debian mirror (see above)" >&2; exit 1; }
 
 # Curated list of Go source packages needed (Kubernetes 1.36 apiextensions-apiserver + apiserver +
 # api + client-go and their deps). If sid changes and one disappears, we fall back to the full

@@ -45,7 +45,7 @@ pub async fn wait_for<T>(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    bail!("{what}: not seen within {timeout:?}")
+    bail!("{what}: not seen within {} s", timeout.as_secs_f64())
 }
 
 /// The operator binary next to this example (target/<profile>/managed-velero-operator).
