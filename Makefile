@@ -3,10 +3,11 @@ CARGO ?= cargo
 CRD_FILE := deploy/crds/managed.openshift.io_veleroinstalls.yaml
 CRATES := mvo-core mvo-provider-aws mvo-provider-gcp mvo-testkit mvo-operator
 
-.PHONY: test testenv demo demo-takeover bench lint fmt crds check-crds check-crates
+.PHONY: test testenv demo demo-takeover bench lint fmt crds check-crds check-crates bundle check-bundle
 
 ## Run every test of the workspace (builds the local environment first when it is not cached).
 test: testenv
+	testkit/scripts/build-apiserver.sh --go-test
 	$(CARGO) test --workspace --all-targets --locked
 
 ## Measure the SPEC 14 budgets against the local environment (release build).
@@ -16,6 +17,7 @@ bench: testenv
 
 ## Build and cache the local environment outside the repo: etcd + test API server, moto venv.
 testenv:
+	testkit/scripts/check-prereqs.sh
 	testkit/scripts/build-apiserver.sh
 	testkit/scripts/install-moto.sh
 
@@ -44,6 +46,15 @@ crds:
 ## Fail when deploy/ differs from what the binary prints.
 check-crds: crds
 	git diff --exit-code -- deploy/
+
+## Regenerate the OLM bundle (bundle/manifests: CSV + CRD + objects; bundle/metadata) from deploy/.
+bundle:
+	$(CARGO) run --quiet --locked -p mvo-operator --example bundle
+
+## Fail when bundle/ differs from what `make bundle` generates from deploy/.
+check-bundle: bundle
+	git diff --exit-code -- bundle/
+	@test -z "$$(git status --porcelain --untracked-files=all -- bundle/)" || { git status --short -- bundle/; echo "bundle/: files not committed"; exit 1; }
 
 ## Check each crate alone, so feature unification cannot hide a missing dependency feature.
 check-crates:

@@ -155,6 +155,43 @@ impl std::fmt::Display for Setting {
     }
 }
 
+/// As a person reads it: `cloud-managed keys` or `KMS key <key>`.
+impl std::fmt::Display for Encryption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Encryption::ProviderManaged => f.write_str("cloud-managed keys"),
+            Encryption::Kms { key } => write!(f, "KMS key {key}"),
+        }
+    }
+}
+
+/// As a person reads it: `expire objects after 90 days`.
+impl std::fmt::Display for LifecycleAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (what, days) = match self {
+            LifecycleAction::Expire { days } => ("expire objects", days),
+            LifecycleAction::AbortIncompleteUpload { days } => ("abort incomplete uploads", days),
+        };
+        let unit = if *days == 1 { "day" } else { "days" };
+        write!(f, "{what} after {days} {unit}")
+    }
+}
+
+/// As a person reads it: `expire-backups: expire objects after 90 days under backups/`.
+impl std::fmt::Display for LifecycleRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.id, self.action)?;
+        match self.prefix.as_str() {
+            "" => f.write_str(" in the whole bucket")?,
+            prefix => write!(f, " under {prefix}")?,
+        }
+        if !self.enabled {
+            f.write_str(" (disabled)")?;
+        }
+        Ok(())
+    }
+}
+
 /// The bucket the operator wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BucketSpec {
@@ -376,6 +413,27 @@ impl Recovery {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn settings_display_the_way_a_person_reads_them() {
+        use super::{Encryption, LifecycleAction, LifecycleRule};
+        assert_eq!(Encryption::ProviderManaged.to_string(), "cloud-managed keys");
+        assert_eq!(Encryption::Kms { key: "arn:k".into() }.to_string(), "KMS key arn:k");
+        assert_eq!(LifecycleAction::Expire { days: 90 }.to_string(), "expire objects after 90 days");
+        assert_eq!(
+            LifecycleAction::AbortIncompleteUpload { days: 1 }.to_string(),
+            "abort incomplete uploads after 1 day"
+        );
+        let rule = LifecycleRule {
+            id: "backups".into(),
+            prefix: "backups/".into(),
+            action: LifecycleAction::Expire { days: 90 },
+            enabled: true,
+        };
+        assert_eq!(rule.to_string(), "backups: expire objects after 90 days under backups/");
+        let rule = LifecycleRule { prefix: String::new(), enabled: false, ..rule };
+        assert_eq!(rule.to_string(), "backups: expire objects after 90 days in the whole bucket (disabled)");
+    }
+
     use super::*;
 
     fn spec() -> BucketSpec {

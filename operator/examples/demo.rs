@@ -6,10 +6,19 @@
 //! reaching Ready. The test API server has no controllers or kubelet, so the demo plays their part
 //! where Velero would need them (minting Velero's secret, running the CRD Job, starting the pod),
 //! and says so. Everything is stopped at the end.
+//!
+//! Values are printed the way a person reads them (never Rust debug formatting). The operator's
+//! log is written outside the environment's scratch directory: deleted when the demo succeeds,
+//! kept when a step fails, with its path and last lines printed.
 
 mod local;
 
-use std::{process::Stdio, time::Duration};
+use std::{
+    io::IsTerminal,
+    path::Path,
+    process::{ExitCode, Stdio},
+    time::Duration,
+};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
@@ -21,8 +30,15 @@ use mvo_core::{Platform, ProviderConfig};
 use mvo_operator::{controller, crd::VeleroInstall, reconcile::validate::DEFAULT_VELERO_IMAGE};
 use serde_json::json;
 
+/// Lines of the operator log shown when a step fails.
+const LOG_TAIL: usize = 25;
+
 fn step(title: &str) {
-    println!("\n\x1b[1m== {title}\x1b[0m");
+    if std::io::stdout().is_terminal() {
+        println!("\n\x1b[1m== {title}\x1b[0m");
+    } else {
+        println!("\n== {title}");
+    }
 }
 
 async fn print_conditions(installs: &Api<VeleroInstall>) -> anyhow::Result<()> {
@@ -34,14 +50,38 @@ async fn print_conditions(installs: &Api<VeleroInstall>) -> anyhow::Result<()> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    let log = std::env::temp_dir().join(format!("mvo-demo-operator-{}.log", std::process::id()));
+    match demo(&log).await {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&log);
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("\nmake demo failed: {err:#}");
+            match std::fs::read_to_string(&log) {
+                Ok(text) => {
+                    let lines: Vec<&str> = text.lines().collect();
+                    let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
+                    eprintln!("operator log kept at {} (last {} lines):", log.display(), tail.len());
+                    for line in tail {
+                        eprintln!("   {line}");
+                    }
+                }
+                Err(_) => eprintln!("(the operator had not started: no log)"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo(log: &Path) -> anyhow::Result<()> {
     step("Starting a local Kubernetes API server (etcd + Kubernetes 1.36 code) and an S3 server (moto)");
     let local = Local::start().await?;
     println!("   API server {}   S3 {}", local.kube.server(), local.s3.endpoint());
     println!("   the cluster reports AWS in {REGION} (Infrastructure/cluster, infrastructureName {INFRA})");
 
     step("Starting managed-velero-operator");
-    let log = local.work.join("operator.log");
     let mut operator = local
         .operator(&[
             "run",
@@ -53,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
             "127.0.0.1:0",
         ])?
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
+        .stderr(std::fs::File::create(log)?)
         .spawn()?;
     println!("   pid {}, log {}", operator.id().unwrap_or_default(), log.display());
 
@@ -78,11 +118,12 @@ async fn main() -> anyhow::Result<()> {
     })?;
     let state = aws.object_store().observe_bucket(&bucket).await?;
     println!("   region             {}", state.region);
-    println!("   encryption         {:?}", state.encryption);
+    let encryption = state.encryption.as_ref().map_or_else(|| "none".to_owned(), ToString::to_string);
+    println!("   encryption         {encryption}");
     let public = if state.public_access.is_fully_blocked() { "all four blocks on" } else { "OPEN" };
     println!("   public access      {public}");
     for rule in &state.lifecycle {
-        println!("   lifecycle          {:<26} prefix {:<10?} {:?}", rule.id, rule.prefix, rule.action);
+        println!("   lifecycle          {rule}");
     }
     for (k, v) in &state.tags {
         println!("   tag                {k}={v}");

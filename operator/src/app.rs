@@ -10,39 +10,46 @@ use kube::{Api, Client, runtime::events::Reporter};
 use tracing::{info, warn};
 
 use crate::{
-    cli::{Cli, Command, GIT_HASH, OPERATOR_NAMESPACE, RunArgs, VERSION},
+    cli::{Cli, Command, GIT_HASH, LogFormat, OPERATOR_NAMESPACE, RunArgs, VERSION, version_text},
     controller,
     crd::{self, RECONCILED_NAME, VeleroInstall},
     health,
     http::{self, Endpoints},
-    infrastructure::ClusterFacts,
+    infrastructure::{ClusterFacts, FactsError},
     leader::{LeaderElection, Lost},
     providers,
     reconcile::{self, Context, apply::FIELD_MANAGER, error_chain},
     startup::{self, ProviderSettings, StartupError},
-    telemetry,
+    telemetry::{self, LogStyle},
 };
 
 /// Runs the parsed command line and returns the process exit code.
-pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command.unwrap_or_else(|| Command::Run(RunArgs::default())) {
-        Command::Crd => {
-            stdout(&crd::crd_yaml()?)?;
-            Ok(ExitCode::SUCCESS)
+pub async fn main(cli: Cli) -> ExitCode {
+    if cli.print_version {
+        return print(&version_text(&providers::registered_platforms()));
+    }
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Crd => match crd::crd_yaml() {
+            Ok(yaml) => print(&yaml),
+            Err(err) => report(LogStyle::detect(cli.run.log_format), &err, 1),
+        },
+        Command::Version => print(&version_text(&providers::registered_platforms())),
+        Command::Plan => {
+            let style = telemetry::init_logging(cli.run.log_format);
+            finish(style, plan(cli.run).await)
         }
-        Command::Version => {
-            let providers = providers::registered_platforms().join(", ");
-            stdout(&format!("managed-velero-operator {VERSION} ({GIT_HASH})\nproviders: {providers}\n"))?;
-            Ok(ExitCode::SUCCESS)
+        Command::Run => {
+            let style = telemetry::init_logging(cli.run.log_format);
+            finish(style, run(cli.run).await)
         }
-        Command::Plan(args) => {
-            telemetry::init_logging(args.log_format);
-            finish(plan(args).await)
-        }
-        Command::Run(args) => {
-            telemetry::init_logging(args.log_format);
-            finish(run(args).await)
-        }
+    }
+}
+
+/// Prints `text` to stdout and succeeds, or reports why it could not.
+fn print(text: &str) -> ExitCode {
+    match stdout(text) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => report(LogStyle::detect(LogFormat::Auto), &err, 1),
     }
 }
 
@@ -55,18 +62,41 @@ fn stdout(text: &str) -> std::io::Result<()> {
     }
 }
 
-/// Maps the outcome of `run` or `plan` to the exit code.
-fn finish(outcome: Result<(), RunError>) -> anyhow::Result<ExitCode> {
+/// Maps the outcome of `run` or `plan` to the exit code, reporting a failure in one line.
+fn finish(style: LogStyle, outcome: Result<(), RunError>) -> ExitCode {
     match outcome {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(RunError::Startup(err)) => {
-            // One clear line for the administrator (SPEC 11), then the cause chain if any.
-            tracing::error!(error = %err, "cannot start: {}", error_chain(&err));
-            eprintln!("managed-velero-operator: {}", error_chain(&err));
-            Ok(ExitCode::from(err.exit_code()))
-        }
-        Err(RunError::Other(err)) => Err(err),
+        Ok(()) => ExitCode::SUCCESS,
+        Err(RunError::Startup(err)) => report(style, &err, err.exit_code()),
+        Err(RunError::Other(err)) => report(style, err.as_ref(), 1),
     }
+}
+
+/// Writes the one line an administrator reads (SPEC 11): a JSON log line in JSON mode, else
+/// `managed-velero-operator: <why>` on stderr; never a multi-line cause chain.
+fn report(style: LogStyle, err: &(dyn std::error::Error + 'static), code: u8) -> ExitCode {
+    let line = failure_line(err);
+    if style.json {
+        tracing::error!(exit_code = code, "{line}");
+    } else {
+        eprintln!("managed-velero-operator: {line}");
+    }
+    ExitCode::from(code)
+}
+
+/// `err` and its causes joined with `: ` on one line, leaving out a cause whose text the line
+/// already holds (errors that print their source themselves), newlines flattened.
+pub fn failure_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// A startup failure with its own exit code, or anything else.
@@ -103,7 +133,12 @@ async fn prepare(args: &RunArgs) -> Result<Prepared, RunError> {
         kube::Config::infer().await.map_err(|e| anyhow::Error::new(e).context("reading the kubeconfig"))?;
     let client = Client::try_from(health::with_deadlines(config))
         .map_err(|e| anyhow::Error::new(e).context("connecting to Kubernetes"))?;
-    let facts = startup::discover_facts(&client).await?;
+    let facts = match startup::discover_facts(&client).await {
+        Err(StartupError::Facts(FactsError::NoPlatformType)) => {
+            Err(StartupError::NoPlatformType { supported: providers::registered_platforms().join(", ") })
+        }
+        other => other,
+    }?;
     let registry = mvo_core::Registry::global().map_err(StartupError::UnsupportedPlatform)?;
     let settings = ProviderSettings {
         credentials_dir: args.credentials_dir.clone(),

@@ -1,9 +1,13 @@
-//! Command line: `run` (default), `crd`, `version`; every `run` flag has an environment fallback
-//! so the Deployment can configure the operator through env.
+//! Command line: `run` (default), `plan`, `crd`, `version`; every `run` flag has an environment
+//! fallback so the Deployment can configure the operator through env.
+//!
+//! The flags of [`RunArgs`] belong to the top-level command and are made global by [`Cli::command`]
+//! (not per field), so they are accepted before or after the subcommand, also when `run` is left
+//! out, and a flag added later is global without anyone remembering to mark it.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{ffi::OsString, net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::{leader::Timings, reconcile::validate::parse_duration};
 
@@ -16,21 +20,60 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const GIT_HASH: &str = env!("MVO_GIT_HASH");
 
 /// The managed Velero operator: a hardened backup bucket and a configured Velero, no human step.
+///
+/// Parse with [`Cli::parse_global`] / [`Cli::try_parse_global`]: clap's own `parse` would leave the
+/// flags top-level only.
 #[derive(Debug, Parser)]
-#[command(name = "managed-velero-operator", version = VERSION)]
+#[command(name = "managed-velero-operator", disable_version_flag = true)]
 pub struct Cli {
+    /// Print version, git commit and linked cloud providers (the same as `version`).
+    #[arg(short = 'V', long = "version")]
+    pub print_version: bool,
+
+    /// Flags of `run` and `plan`.
+    #[command(flatten)]
+    pub run: RunArgs,
+
     /// What to do; `run` when omitted.
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+impl Cli {
+    /// The clap command with every flag global.
+    pub fn global_command() -> clap::Command {
+        <Cli as CommandFactory>::command().mut_args(|arg| arg.global(true))
+    }
+
+    /// Parses `std::env::args`, exiting with clap's message on a usage error.
+    pub fn parse_global() -> Cli {
+        let matches = Cli::global_command().get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+    }
+
+    /// Parses `args` (the first item is the program name).
+    pub fn try_parse_global<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let matches = Cli::global_command().try_get_matches_from(args)?;
+        Cli::from_arg_matches(&matches)
+    }
+}
+
+/// What `version` and `--version` print.
+pub fn version_text(providers: &[&str]) -> String {
+    format!("managed-velero-operator {VERSION} ({GIT_HASH})\nproviders: {}\n", providers.join(", "))
 }
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the operator (the default).
-    Run(RunArgs),
+    Run,
     /// Show what a reconcile would change in the cloud and in Kubernetes, changing nothing.
-    Plan(RunArgs),
+    Plan,
     /// Print the VeleroInstall CustomResourceDefinition as YAML.
     Crd,
     /// Print version, git commit and linked cloud providers.
@@ -40,7 +83,7 @@ pub enum Command {
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
-    /// JSON lines unless stderr is a terminal.
+    /// JSON lines in a cluster (`KUBERNETES_SERVICE_HOST` set), text elsewhere.
     Auto,
     /// JSON lines (in cluster).
     Json,
@@ -48,7 +91,7 @@ pub enum LogFormat {
     Text,
 }
 
-/// Flags of `run`.
+/// Flags of `run` and `plan` (global: accepted before or after the subcommand).
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// Namespace to manage Velero in.
@@ -144,8 +187,8 @@ impl RunArgs {
 impl Default for RunArgs {
     fn default() -> Self {
         // Parsing no arguments applies every default and env fallback.
-        match Cli::try_parse_from(["managed-velero-operator", "run"]) {
-            Ok(Cli { command: Some(Command::Run(args)) }) => args,
+        match Cli::try_parse_global(["managed-velero-operator"]) {
+            Ok(cli) => cli.run,
             _ => RunArgs {
                 namespace: OPERATOR_NAMESPACE.into(),
                 allow_any_namespace: false,
@@ -165,20 +208,18 @@ impl Default for RunArgs {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
-
     use super::*;
 
     #[test]
     fn cli_is_well_formed() {
-        Cli::command().debug_assert();
+        Cli::global_command().debug_assert();
     }
 
     #[test]
     fn run_is_the_default_and_flags_parse() {
-        let cli = Cli::try_parse_from(["mvo"]).expect("no args");
+        let cli = Cli::try_parse_global(["mvo"]).expect("no args");
         assert!(cli.command.is_none());
-        let cli = Cli::try_parse_from([
+        let cli = Cli::try_parse_global([
             "mvo",
             "run",
             "--namespace",
@@ -190,10 +231,35 @@ mod tests {
             "text",
         ])
         .expect("flags");
-        let Some(Command::Run(args)) = cli.command else { panic!("run expected") };
+        assert!(matches!(cli.command, Some(Command::Run)));
+        let args = cli.run;
         assert_eq!(args.namespace, "dev");
         assert!(args.allow_any_namespace && !args.leader_election);
         assert_eq!(args.log_format, LogFormat::Text);
         assert_eq!(args.lease_timings(), Ok(Timings::OPENSHIFT), "OpenShift timings by default");
+    }
+
+    #[test]
+    fn flags_are_accepted_before_and_after_the_subcommand() {
+        let forms: [&[&str]; 5] = [
+            &["mvo", "--namespace", "dev", "--metrics-addr", "127.0.0.1:9", "--log-format", "text"],
+            &["mvo", "--namespace", "dev", "run", "--metrics-addr", "127.0.0.1:9", "--log-format", "text"],
+            &["mvo", "run", "--namespace", "dev", "--metrics-addr", "127.0.0.1:9", "--log-format", "text"],
+            &["mvo", "--namespace", "dev", "--metrics-addr", "127.0.0.1:9", "--log-format", "text", "plan"],
+            &["mvo", "plan", "--namespace=dev", "--metrics-addr=127.0.0.1:9", "--log-format=text"],
+        ];
+        for form in forms {
+            let cli = Cli::try_parse_global(form).unwrap_or_else(|e| panic!("{form:?}: {e}"));
+            assert_eq!(cli.run.namespace, "dev", "{form:?}");
+            assert_eq!(cli.run.metrics_addr, SocketAddr::from(([127, 0, 0, 1], 9)), "{form:?}");
+            assert_eq!(cli.run.log_format, LogFormat::Text, "{form:?}");
+        }
+    }
+
+    #[test]
+    fn version_flag_is_accepted_anywhere() {
+        for form in [&["mvo", "--version"][..], &["mvo", "-V"], &["mvo", "run", "--version"]] {
+            assert!(Cli::try_parse_global(form).expect("parses").print_version, "{form:?}");
+        }
     }
 }

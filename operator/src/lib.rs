@@ -13,6 +13,7 @@ pub mod controller;
 pub mod crd;
 pub mod health;
 pub mod http;
+pub mod images;
 pub mod infrastructure;
 pub mod leader;
 pub mod metrics;

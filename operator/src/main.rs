@@ -2,10 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use mvo_operator::{app, cli::Cli};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
-    app::main(Cli::parse()).await
+async fn main() -> ExitCode {
+    app::main(Cli::parse_global()).await
 }

@@ -78,6 +78,12 @@ pub enum StartupError {
     /// Probing for the CRD failed.
     #[error("failed to check for the VeleroInstall CRD")]
     ProbeCrd(#[source] kube::Error),
+    /// `Infrastructure/cluster` names no platform; the line lists what this build supports.
+    #[error("{}; supported platforms: {supported}", FactsError::NoPlatformType)]
+    NoPlatformType {
+        /// The linked providers' platform names, comma-separated (from the registry).
+        supported: String,
+    },
 }
 
 impl StartupError {

@@ -35,7 +35,7 @@ struct Operator {
 
 impl Operator {
     fn start(env: &KubeEnv, pod: &str) -> Operator {
-        Self::start_with(&env.kubeconfig_path(), pod)
+        Self::start_with(&env.operator_kubeconfig_path(), pod)
     }
 
     fn start_with(kubeconfig: &Path, pod: &str) -> Operator {
@@ -50,6 +50,7 @@ impl Operator {
                 "127.0.0.1:0",
             ])
             .args(TIMINGS)
+            // deploy/'s RBAC is applied by the test before (KubeEnv::operator_kubeconfig).
             .env("KUBECONFIG", kubeconfig)
             .env("WATCH_NAMESPACE", NAMESPACE)
             .env("POD_NAME", pod)
@@ -138,6 +139,7 @@ async fn cluster() -> (KubeEnv, kube::Client) {
     let status = json!({"apiVersion": "config.openshift.io/v1", "kind": "Infrastructure",
         "status": {"infrastructureName": "c1", "platformStatus": {"type": "AWS", "aws": {"region": "eu-west-1"}}}});
     infra.patch_status("cluster", &params, &Patch::Apply(&status)).await.expect("status");
+    env.operator_kubeconfig(&[]).await.expect("deploy/ RBAC");
     (env, client)
 }
 
@@ -201,7 +203,7 @@ async fn a_leader_whose_renewals_hang_stops_acting_before_the_standby_starts() {
     // renewal calls then hang (the TCP connection stays up), as with a half-open connection.
     let upstream = env.server().trim_start_matches("https://").parse().expect("server address");
     let proxy = FaultProxy::start(upstream).await.expect("proxy");
-    let kubeconfig = std::fs::read_to_string(env.kubeconfig_path()).expect("kubeconfig");
+    let kubeconfig = std::fs::read_to_string(env.operator_kubeconfig_path()).expect("kubeconfig");
     let proxied = env.kubeconfig_path().with_file_name("proxied.kubeconfig");
     std::fs::write(&proxied, kubeconfig.replace(env.server(), &format!("https://{}", proxy.address())))
         .expect("write kubeconfig");

@@ -1,5 +1,8 @@
 //! The reconcile pipeline against the real test API server, with the in-memory cloud where the
 //! cloud is not the point. Each test works in its own namespace of one shared API server.
+//! The operator code under test runs as the operator's ServiceAccount with exactly `deploy/`'s
+//! RBAC (its Role granted in the test namespace, see `DeployRbac::grant_in`); the test's own
+//! set-up, which plays the user and the cluster's other controllers, is admin.
 
 use std::{sync::Arc, time::Duration};
 
@@ -17,7 +20,7 @@ use mvo_operator::{
 };
 use mvo_testkit::{
     Fault, InMemoryCloud, InMemoryPlatform,
-    env::{KubeEnv, foreign_crds, install_crds},
+    env::{DeployRbac, KubeEnv, foreign_crds, install_crds},
 };
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
@@ -28,7 +31,10 @@ const REGION: &str = "eu-west-1";
 static CRDS: OnceCell<()> = OnceCell::const_new();
 
 struct Fixture {
+    /// Admin: the test itself, the user and the cluster's other controllers.
     client: Client,
+    /// The operator's ServiceAccount with deploy/'s RBAC: everything the operator code does.
+    operator: Client,
     namespace: String,
     platform: InMemoryPlatform,
     ctx: Arc<Context>,
@@ -43,7 +49,26 @@ impl Fixture {
     async fn with_cloud(cloud: Arc<dyn Platform>) -> Fixture {
         let mut f = Self::new().await;
         let recorder = Reporter { controller: "test".into(), instance: None };
-        f.ctx = Arc::new(Context::new(f.client.clone(), cloud, INFRA.into(), recorder));
+        f.ctx = Arc::new(Context::new(f.operator.clone(), cloud, INFRA.into(), recorder));
+        f
+    }
+
+    /// A fixture whose operator has `deploy/role.yaml` edited by `edit` in the test namespace
+    /// (the rest of deploy/'s RBAC as shipped).
+    async fn with_role(edit: impl Fn(&str) -> String) -> Fixture {
+        let mut f = Self::new().await;
+        let env = KubeEnv::shared().expect("test API server");
+        let namespace = env.namespace(&f.client, "reconcile-rbac").await.expect("namespace");
+        let role = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/role.yaml"))
+            .expect("deploy/role.yaml");
+        let edited = edit(&role);
+        assert_ne!(edited, role, "the edit no longer matches deploy/role.yaml");
+        DeployRbac::from_yaml(&[&edited])
+            .expect("edited role")
+            .grant_in(&f.client, &namespace)
+            .await
+            .expect("grant");
+        f.namespace = namespace;
         f
     }
 
@@ -57,10 +82,19 @@ impl Fixture {
         })
         .await;
         let namespace = env.namespace(&client, "reconcile").await.expect("namespace");
+        let operator = env.operator_client(&[&namespace]).await.expect("operator client");
+        // The CRD names this namespace's tests use in place of the real Velero CRDs.
+        let suffix = namespace.rsplit('-').next().expect("suffix");
+        let names = ["widgets", "gadgets", "gizmos"].map(|plural| format!("{plural}{suffix}.velero.io"));
+        DeployRbac::from_repo()
+            .expect("deploy/ RBAC")
+            .grant_crd_names(&client, suffix, &names)
+            .await
+            .expect("CRD names");
         let recorder = Reporter { controller: "test".into(), instance: None };
         let dyn_platform: Arc<dyn Platform> = Arc::new(platform.clone());
-        let ctx = Arc::new(Context::new(client.clone(), dyn_platform, INFRA.into(), recorder));
-        Fixture { client, namespace, platform, ctx }
+        let ctx = Arc::new(Context::new(operator.clone(), dyn_platform, INFRA.into(), recorder));
+        Fixture { client, operator, namespace, platform, ctx }
     }
 
     fn cloud(&self) -> &InMemoryCloud {
@@ -676,7 +710,7 @@ async fn plan_mode_reports_what_would_change_and_writes_nothing() {
     let plan_once = async || {
         let recorder = Reporter { controller: "plan".into(), instance: None };
         let cloud: Arc<dyn Platform> = Arc::new(f.platform.clone());
-        let (ctx, plan) = Context::for_plan(f.client.clone(), cloud, INFRA.into(), recorder);
+        let (ctx, plan) = Context::for_plan(f.operator.clone(), cloud, INFRA.into(), recorder);
         reconcile::reconcile(Arc::new(f.get("cluster").await), Arc::new(ctx))
             .await
             .expect("planned reconcile");
@@ -706,6 +740,26 @@ async fn plan_mode_reports_what_would_change_and_writes_nothing() {
     assert_eq!(f.cloud().writes(), writes, "plan corrected the bucket");
     assert!(!f.cloud().bucket(&name).expect("bucket").public_access.is_fully_blocked());
     assert_eq!(f.resource_versions().await, versions, "plan wrote to Kubernetes");
+}
+
+#[tokio::test]
+async fn a_verb_missing_from_deploy_rbac_fails_the_reconcile_with_a_condition_naming_it() {
+    let f = Fixture::with_role(|role| {
+        role.replace(
+            "resources: [deployments]\n    verbs: [get, list, watch, create, patch]",
+            "resources: [deployments]\n    verbs: [get, list, watch, create]",
+        )
+    })
+    .await;
+    f.create("cluster", json!({})).await;
+    f.reconcile("cluster").await.expect_err("the Deployment apply is forbidden");
+    let (status, _, message) = f.condition("cluster", "VeleroReady").await;
+    assert_eq!(status, "False");
+    assert!(
+        message.contains("cannot patch resource \"deployments\" in API group \"apps\""),
+        "the condition names the missing permission: {message}"
+    );
+    assert!(message.contains(mvo_testkit::env::OPERATOR_USER), "{message}");
 }
 
 /// Reasons and messages of the Events about the install, oldest first.

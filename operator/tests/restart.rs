@@ -41,10 +41,11 @@ async fn watches_resume_after_the_api_server_restarts() {
     crds.push(VeleroInstall::crd());
     install_crds(&client, crds).await.expect("CRDs");
     let namespace = env.namespace(&client, "restart").await.expect("namespace");
+    let operator = env.operator_client(&[&namespace]).await.expect("operator client");
     let platform = InMemoryPlatform::new("eu-west-1");
     let recorder = Reporter { controller: "test".into(), instance: None };
     let cloud: Arc<dyn Platform> = Arc::new(platform.clone());
-    let ctx = Arc::new(Context::new(client.clone(), cloud, "c1".into(), recorder));
+    let ctx = Arc::new(Context::new(operator, cloud, "c1".into(), recorder));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let controller = {
         let namespace = namespace.clone();

@@ -50,7 +50,7 @@ async fn credentials_never_reach_logs_events_status_or_metrics() {
     let log = credentials.join("operator.log");
     let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_managed-velero-operator"))
         .args(["run", "--leader-election", "true", "--log-format", "json", "--metrics-addr", "127.0.0.1:0"])
-        .env("KUBECONFIG", env.kubeconfig_path())
+        .env("KUBECONFIG", env.operator_kubeconfig(&[]).await.expect("deploy/ RBAC"))
         .env("WATCH_NAMESPACE", NAMESPACE)
         .env("MVO_CLOUD_ENDPOINT", s3.endpoint())
         .env("MVO_CREDENTIALS_DIR", &credentials)

@@ -1,5 +1,7 @@
 //! SPEC 11 startup rows against the real test API server: the real binary exits with one clear
-//! line and code 3 for every unsuitable cluster, and gets past startup on a suitable one.
+//! line and code 3 for every unsuitable cluster, and gets past startup on a suitable one. Also the
+//! command line as a user types it: flags before or after the subcommand, `--version`, the log
+//! format chosen by environment.
 
 use std::{process::Output, time::Duration};
 
@@ -72,7 +74,7 @@ impl Cluster {
                 "--metrics-addr",
                 "127.0.0.1:0",
             ])
-            .env("KUBECONFIG", self.env.kubeconfig_path())
+            .env("KUBECONFIG", self.env.operator_kubeconfig(&[]).await.expect("deploy/ RBAC"))
             .env("WATCH_NAMESPACE", "openshift-velero")
             .env_remove("RUST_LOG")
             .kill_on_drop(true)
@@ -82,10 +84,17 @@ impl Cluster {
     }
 }
 
-/// The last stderr line is the one an administrator reads.
+/// The one line an administrator reads, from a JSON-mode run: every stderr line is JSON and
+/// exactly one of them is an error.
 fn one_line(output: &Output) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr);
-    stderr.lines().rfind(|l| l.starts_with("managed-velero-operator: ")).unwrap_or_default().to_owned()
+    let errors: Vec<Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap_or_else(|_| panic!("not JSON: {line:?}")))
+        .filter(|entry| entry["level"] == "ERROR")
+        .collect();
+    assert_eq!(errors.len(), 1, "exactly one error line expected in:\n{stderr}");
+    errors[0]["fields"]["message"].as_str().expect("message").to_owned()
 }
 
 fn assert_refused(output: &Output, needle: &str) {
@@ -97,6 +106,88 @@ fn assert_refused(output: &Output, needle: &str) {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(line.contains(needle), "expected {needle:?} in {line:?}");
+    assert_eq!(line.matches(needle).count(), 1, "the cause is repeated in {line:?}");
+}
+
+/// Runs the binary with `args` outside any cluster: no kubeconfig, no operator env.
+async fn run_binary(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_managed-velero-operator"));
+    command.args(args).kill_on_drop(true);
+    for var in [
+        "RUST_LOG",
+        "KUBERNETES_SERVICE_HOST",
+        "WATCH_NAMESPACE",
+        "MVO_LOG_FORMAT",
+        "MVO_METRICS_ADDR",
+        "NO_COLOR",
+        "MVO_ALLOW_ANY_NAMESPACE",
+    ] {
+        command.env_remove(var);
+    }
+    command.env("KUBECONFIG", "/nonexistent/kubeconfig");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().await.expect("binary runs")
+}
+
+#[tokio::test]
+async fn flags_work_before_and_after_the_subcommand_and_without_one() {
+    let wrong_namespace = r#"the operator must run in namespace "openshift-velero", not "dev""#;
+    let forms: [&[&str]; 5] = [
+        &["--namespace", "dev", "--log-format", "json"],
+        &["--namespace", "dev", "--log-format", "json", "run"],
+        &["--log-format", "json", "run", "--namespace", "dev"],
+        &["run", "--namespace", "dev", "--log-format", "json"],
+        &["plan", "--namespace=dev", "--log-format=json"],
+    ];
+    for form in forms {
+        let output = run_binary(form, &[]).await;
+        assert_eq!(output.status.code(), Some(EXIT_UNSUITABLE), "{form:?}: {output:?}");
+        assert!(one_line(&output).contains(wrong_namespace), "{form:?}: {output:?}");
+    }
+    // --metrics-addr after the subcommand parses too (a bad value is refused by that flag's parser).
+    let output = run_binary(&["run", "--metrics-addr", "not-an-address"], &[]).await;
+    assert_eq!(output.status.code(), Some(2), "usage error expected: {output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--metrics-addr"), "{output:?}");
+}
+
+#[tokio::test]
+async fn version_flag_and_subcommand_print_the_same() {
+    let subcommand = run_binary(&["version"], &[]).await;
+    assert!(subcommand.status.success(), "{subcommand:?}");
+    let text = String::from_utf8(subcommand.stdout).expect("UTF-8");
+    assert!(text.starts_with(&format!("managed-velero-operator {} (", env!("CARGO_PKG_VERSION"))), "{text}");
+    assert!(text.contains("providers: AWS, GCP"), "{text}");
+    for flag in ["--version", "-V"] {
+        let output = run_binary(&[flag], &[]).await;
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(String::from_utf8(output.stdout).expect("UTF-8"), text, "{flag}");
+    }
+}
+
+#[tokio::test]
+async fn a_startup_failure_is_one_plain_line_when_piped_and_one_json_line_in_cluster() {
+    // Outside a cluster, piped: text, one line, no colour codes.
+    let output = run_binary(&["--namespace", "dev"], &[]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(EXIT_UNSUITABLE), "{stderr}");
+    assert_eq!(
+        stderr,
+        "managed-velero-operator: the operator must run in namespace \"openshift-velero\", not \"dev\" (pass --allow-any-namespace for development)\n"
+    );
+    // In a cluster (Kubernetes sets KUBERNETES_SERVICE_HOST): one JSON line, nothing else.
+    let output = run_binary(&["--namespace", "dev"], &[("KUBERNETES_SERVICE_HOST", "10.0.0.1")]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(one_line(&output).contains(r#"not "dev""#), "{stderr}");
+    // An explicit format beats the environment.
+    let output = run_binary(
+        &["--namespace", "dev", "--log-format", "text"],
+        &[("KUBERNETES_SERVICE_HOST", "10.0.0.1")],
+    )
+    .await;
+    assert!(String::from_utf8_lossy(&output.stderr).starts_with("managed-velero-operator: "), "{output:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,6 +198,29 @@ async fn a_cluster_without_the_openshift_config_api_is_refused() {
         &cluster.run_operator().await,
         "Infrastructure/cluster (config.openshift.io/v1) not found",
     );
+
+    // The same failure with the format left to the environment, stderr piped: text log lines
+    // (the "starting" line comes first) without colour codes, and the one failure line last.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_managed-velero-operator"))
+        .args(["--leader-election", "false", "--metrics-addr", "127.0.0.1:0"])
+        .env("KUBECONFIG", cluster.env.kubeconfig_path())
+        .env("WATCH_NAMESPACE", "openshift-velero")
+        .env("RUST_LOG", "info")
+        .env_remove("MVO_LOG_FORMAT")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("NO_COLOR")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("operator runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(EXIT_UNSUITABLE), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "ANSI escape codes in piped output: {stderr:?}");
+    assert!(stderr.lines().any(|l| l.contains("INFO") && l.contains("starting")), "{stderr}");
+    let failures: Vec<&str> = stderr.lines().filter(|l| l.starts_with("managed-velero-operator: ")).collect();
+    assert_eq!(failures.len(), 1, "{stderr}");
+    assert_eq!(stderr.lines().last(), failures.first().copied(), "{stderr}");
+    assert!(failures[0].contains("Infrastructure/cluster (config.openshift.io/v1) not found"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,6 +234,12 @@ async fn unsuitable_clusters_are_refused_with_one_clear_line() {
         .set_infrastructure(json!({"infrastructureName": "c1", "platformStatus": {"type": "BareMetal"}}))
         .await;
     assert_refused(&cluster.run_operator().await, "supported platforms: AWS, GCP");
+
+    // No platform type at all: the same list of what this build supports.
+    cluster.set_infrastructure(json!({"infrastructureName": "c1"})).await;
+    let output = cluster.run_operator().await;
+    assert_refused(&output, "Infrastructure/cluster reports no platform type");
+    assert_refused(&output, "; supported platforms: AWS, GCP");
 
     cluster.set_infrastructure(json!({"infrastructureName": "c1", "platformStatus": {"type": "AWS"}})).await;
     assert_refused(&cluster.run_operator().await, "ConfigMap kube-system/cluster-config-v1 has no key");
@@ -162,7 +282,7 @@ async fn a_suitable_cluster_passes_startup_and_stops_on_sigterm() {
 
     let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_managed-velero-operator"))
         .args(["run", "--leader-election", "false", "--log-format", "json", "--metrics-addr", "127.0.0.1:0"])
-        .env("KUBECONFIG", cluster.env.kubeconfig_path())
+        .env("KUBECONFIG", cluster.env.operator_kubeconfig(&[]).await.expect("deploy/ RBAC"))
         .env("WATCH_NAMESPACE", "openshift-velero")
         .env_remove("RUST_LOG")
         .stderr(std::process::Stdio::piped())

@@ -25,7 +25,7 @@ use mvo_operator::{
 };
 use mvo_testkit::{
     Backdoor, InMemoryPlatform,
-    env::{KubeEnv, foreign_crds, install_crds},
+    env::{DeployRbac, KubeEnv, foreign_crds, install_crds},
     gcs::{GcsBackdoor, GcsControlPlane, Received},
     mvo::{self, MVO_MANAGER, MVO_VELERO_IMAGE, MvoCloud, MvoState},
 };
@@ -141,6 +141,11 @@ async fn cloud_with_mvo_bucket(cloud: Cloud) -> (Arc<dyn Platform>, Buckets) {
     }
 }
 
+/// What makes this namespace's stand-in CRD names unique on the shared API server.
+fn crd_suffix(namespace: &str) -> &str {
+    namespace.rsplit('-').next().unwrap_or(namespace)
+}
+
 impl Takeover {
     /// MVO's state for `cloud` with Velero running and its secret minted, as on a real cluster.
     async fn new(cloud: Cloud) -> Takeover {
@@ -157,7 +162,15 @@ impl Takeover {
             .await
             .expect("secret");
         let reporter = Reporter { controller: "test".into(), instance: None };
-        let ctx = Arc::new(Context::new(client.clone(), platform, INFRA.into(), reporter));
+        // The operator code acts as its ServiceAccount with deploy/'s RBAC; the set-up is admin.
+        let operator = env.operator_client(&[&ns]).await.expect("operator client");
+        // The CRD name this namespace's CRD Job "prints" in place of the real Velero CRDs.
+        DeployRbac::from_repo()
+            .expect("deploy/ RBAC")
+            .grant_crd_names(&client, crd_suffix(&ns), &[format!("widgets{}.velero.io", crd_suffix(&ns))])
+            .await
+            .expect("CRD names");
+        let ctx = Arc::new(Context::new(operator, platform, INFRA.into(), reporter));
         let t = Takeover { client, ns, mvo, ctx, buckets };
         t.deployment_available().await;
         t
@@ -203,7 +216,7 @@ impl Takeover {
         jobs.patch_status(&job_name, &PatchParams::default(), &Patch::Merge(&status))
             .await
             .expect("job status");
-        let plural = format!("widgets{}", self.ns.replace('-', ""));
+        let plural = format!("widgets{}", crd_suffix(&self.ns));
         let crd = format!(
             "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: {plural}.velero.io\nspec:\n  group: velero.io\n  names: {{kind: W{plural}, listKind: W{plural}List, plural: {plural}, singular: {plural}}}\n  scope: Namespaced\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n"
         );
@@ -591,7 +604,8 @@ impl Operator {
                 "--metrics-addr",
                 "127.0.0.1:0",
             ])
-            .env("KUBECONFIG", env.kubeconfig_path())
+            // deploy/'s RBAC is applied by the caller first (KubeEnv::operator_kubeconfig).
+            .env("KUBECONFIG", env.operator_kubeconfig_path())
             .env("WATCH_NAMESPACE", "openshift-velero")
             .env("POD_NAME", "managed-velero-operator-rs-0")
             .env_remove("RUST_LOG")
@@ -655,6 +669,7 @@ async fn aws_operator_waits_while_mvo_runs_and_starts_once_its_pod_is_gone() {
     let installs: Api<VeleroInstall> = Api::namespaced(client.clone(), "openshift-velero");
     let before = installs.get("cluster").await.expect("install").resource_version();
 
+    env.operator_kubeconfig(&[]).await.expect("deploy/ RBAC");
     let mut operator = Operator::start(&env);
     assert!(
         operator
@@ -688,6 +703,7 @@ async fn gcp_operator_proceeds_at_once_when_the_lock_owner_is_already_gone() {
         "the lock outlives the pod here (no GC)"
     );
 
+    env.operator_kubeconfig(&[]).await.expect("deploy/ RBAC");
     let mut operator = Operator::start(&env);
     let released = operator.log("the Go MVO's lock is no longer held", Duration::from_secs(30)).await;
     assert!(released.is_some(), "sees the lock's owner is gone");

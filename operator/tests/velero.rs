@@ -30,7 +30,7 @@ use mvo_operator::{
 };
 use mvo_testkit::{
     InMemoryPlatform,
-    env::{KubeEnv, S3Env, foreign_crds, install_crds},
+    env::{DeployRbac, KubeEnv, S3Env, foreign_crds, install_crds},
 };
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
@@ -57,18 +57,21 @@ impl Fixture {
         let client = env.client().await.expect("client");
         CRDS.get_or_init(|| async { install(&client).await }).await;
         let namespace = env.namespace(&client, "velero").await.expect("namespace");
-        Self::on(client, namespace, platform, short_lived)
+        let operator = operator_client(env, &client, &namespace).await;
+        Self::on(client, operator, namespace, platform, short_lived)
     }
 
+    /// `client` (admin) plays the user and the cluster's other controllers; the reconciles act as
+    /// the operator's ServiceAccount (`operator`) with `deploy/`'s RBAC.
     fn on(
         client: Client,
+        operator: Client,
         namespace: String,
         platform: Arc<dyn Platform>,
         short_lived: Option<ShortLivedInput>,
     ) -> Fixture {
         let reporter = Reporter { controller: "test".into(), instance: None };
-        let ctx =
-            Context::new(client.clone(), platform, INFRA.into(), reporter).with_short_lived(short_lived);
+        let ctx = Context::new(operator, platform, INFRA.into(), reporter).with_short_lived(short_lived);
         Fixture { client, namespace, ctx: Arc::new(ctx) }
     }
 
@@ -407,22 +410,37 @@ async fn token_based_cluster() -> (KubeEnv, Client) {
     (env, client)
 }
 
-async fn token_based_fixture(client: &Client, platform: Arc<dyn Platform>) -> Fixture {
-    let env_defaults = ShortLivedInput::default();
-    let short_lived = startup::discover_token_based(client).await.expect("facts").then_some(env_defaults);
+async fn token_based_fixture(env: &KubeEnv, client: &Client, platform: Arc<dyn Platform>) -> Fixture {
     let namespace = format!("velero-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
     Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
         .create(&PostParams::default(), &serde_json::from_value(ns).expect("ns"))
         .await
         .expect("namespace");
-    Fixture::on(client.clone(), namespace, platform, short_lived)
+    let operator = operator_client(env, client, &namespace).await;
+    let env_defaults = ShortLivedInput::default();
+    let short_lived = startup::discover_token_based(&operator).await.expect("facts").then_some(env_defaults);
+    Fixture::on(client.clone(), operator, namespace, platform, short_lived)
+}
+
+/// The operator's ServiceAccount with `deploy/`'s RBAC in `namespace`, and `deploy/`'s access to
+/// the Velero CRDs for the CRD names this namespace's tests use in their place.
+async fn operator_client(env: &KubeEnv, admin: &Client, namespace: &str) -> Client {
+    let operator = env.operator_client(&[namespace]).await.expect("operator client");
+    let suffix = namespace.rsplit('-').next().expect("suffix");
+    let names = ["widgets"].map(|plural| format!("{plural}{suffix}.velero.io"));
+    DeployRbac::from_repo()
+        .expect("deploy/ RBAC")
+        .grant_crd_names(admin, suffix, &names)
+        .await
+        .expect("CRD names");
+    operator
 }
 
 #[tokio::test]
 async fn sts_install_end_to_end() {
-    let (_env, client) = token_based_cluster().await;
-    let f = token_based_fixture(&client, aws_platform().await).await;
+    let (env, client) = token_based_cluster().await;
+    let f = token_based_fixture(&env, &client, aws_platform().await).await;
     f.create(json!({})).await;
     f.reconcile().await;
     let (status, reason, message) = f.condition("CredentialsReady").await;
@@ -467,8 +485,8 @@ async fn sts_install_end_to_end() {
 
 #[tokio::test]
 async fn wif_install_end_to_end() {
-    let (_env, client) = token_based_cluster().await;
-    let f = token_based_fixture(&client, gcp_platform()).await;
+    let (env, client) = token_based_cluster().await;
+    let f = token_based_fixture(&env, &client, gcp_platform()).await;
     f.create(json!({"shortLivedCredentials": {"serviceAccountEmail": GSA}})).await;
     f.reconcile().await;
     let (status, reason, message) = f.condition("CredentialsReady").await;

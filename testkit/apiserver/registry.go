@@ -62,6 +62,9 @@ func (s strategy) PrepareForUpdate(ctx context.Context, obj, old runtime.Object)
 	if s.def.normalize != nil {
 		s.def.normalize(obj)
 	}
+	if s.def.prepareUpdate != nil {
+		s.def.prepareUpdate(obj, old)
+	}
 	if s.def.status {
 		setField(obj, "Status", getField(old.DeepCopyObject(), "Status"))
 	}
@@ -100,7 +103,10 @@ func (s strategy) Canonicalize(obj runtime.Object) {}
 func (s strategy) AllowCreateOnUpdate() bool       { return s.def.allowCreateOnUpdate }
 func (s strategy) AllowUnconditionalUpdate() bool  { return true }
 func (s strategy) ValidateUpdate(ctx context.Context, obj, old runtime.Object) field.ErrorList {
-	return nil
+	if s.def.validateUpdate == nil {
+		return nil
+	}
+	return s.def.validateUpdate(obj, old)
 }
 func (s strategy) WarningsOnUpdate(ctx context.Context, obj, old runtime.Object) []string {
 	return nil
@@ -301,4 +307,9 @@ func newStorage(def resourceDef, optsGetter generic.RESTOptionsGetter) (map[stri
 		out["pods/log"] = &PodLogREST{store: store}
 	}
 	return out, nil
+}
+
+// Status writes validate no spec (it is kept from the old object), as upstream status strategies.
+func (s statusStrategy) ValidateUpdate(ctx context.Context, obj, old runtime.Object) field.ErrorList {
+	return nil
 }

@@ -31,6 +31,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
 var (
@@ -65,6 +66,10 @@ type resourceDef struct {
 	prepareCreate func(obj runtime.Object)
 	// normalize: run on every create and update of the main resource.
 	normalize func(obj runtime.Object)
+	// prepareUpdate: extra preparation of an update of the main resource (with the old object).
+	prepareUpdate func(obj, old runtime.Object)
+	// validateUpdate: update checks of the main resource (immutable fields, immutable.go).
+	validateUpdate func(obj, old runtime.Object) field.ErrorList
 	// nameFormat: metadata.name check on create (default DNS-1123 subdomain, as most kinds upstream).
 	nameFormat func(name string) []string
 }
@@ -94,13 +99,14 @@ var resources = []resourceDef{
 		selectable: func(o runtime.Object) map[string]string {
 			return map[string]string{"type": string(o.(*corev1.Secret).Type)}
 		},
-		normalize: secretNormalize},
+		normalize: secretNormalize, validateUpdate: secretValidateUpdate},
 	{gv: coreGV, plural: "configmaps", singular: "configmap", kind: "ConfigMap", namespaced: true,
 		newFunc: func() runtime.Object { return &corev1.ConfigMap{} }, newList: func() runtime.Object { return &corev1.ConfigMapList{} },
-		shortNames: []string{"cm"}},
+		shortNames: []string{"cm"}, validateUpdate: configMapValidateUpdate},
 	{gv: coreGV, plural: "services", singular: "service", kind: "Service", namespaced: true,
 		newFunc: func() runtime.Object { return &corev1.Service{} }, newList: func() runtime.Object { return &corev1.ServiceList{} },
-		shortNames: []string{"svc"}, categories: []string{"all"}, status: true},
+		shortNames: []string{"svc"}, categories: []string{"all"}, status: true,
+		prepareUpdate: servicePrepareForUpdate, validateUpdate: serviceValidateUpdate},
 	{gv: coreGV, plural: "serviceaccounts", singular: "serviceaccount", kind: "ServiceAccount", namespaced: true,
 		newFunc: func() runtime.Object { return &corev1.ServiceAccount{} }, newList: func() runtime.Object { return &corev1.ServiceAccountList{} },
 		shortNames: []string{"sa"}},
@@ -119,10 +125,12 @@ var resources = []resourceDef{
 		prepareCreate: func(o runtime.Object) { o.(*corev1.Pod).Status.Phase = corev1.PodPending }},
 	{gv: appsGV, plural: "deployments", singular: "deployment", kind: "Deployment", namespaced: true,
 		newFunc: func() runtime.Object { return &appsv1.Deployment{} }, newList: func() runtime.Object { return &appsv1.DeploymentList{} },
-		shortNames: []string{"deploy"}, categories: []string{"all"}, status: true, generation: true},
+		shortNames: []string{"deploy"}, categories: []string{"all"}, status: true, generation: true,
+		validateUpdate: deploymentValidateUpdate},
 	{gv: batchGV, plural: "jobs", singular: "job", kind: "Job", namespaced: true,
 		newFunc: func() runtime.Object { return &batchv1.Job{} }, newList: func() runtime.Object { return &batchv1.JobList{} },
-		categories: []string{"all"}, status: true, generation: true, prepareCreate: jobPrepareForCreate},
+		categories: []string{"all"}, status: true, generation: true, prepareCreate: jobPrepareForCreate,
+		validateUpdate: jobValidateUpdate},
 	{gv: coordGV, plural: "leases", singular: "lease", kind: "Lease", namespaced: true,
 		newFunc: func() runtime.Object { return &coordinationv1.Lease{} }, newList: func() runtime.Object { return &coordinationv1.LeaseList{} },
 		allowCreateOnUpdate: true},
@@ -131,8 +139,8 @@ var resources = []resourceDef{
 		newFunc: func() runtime.Object { return &corev1.Event{} }, newList: func() runtime.Object { return &corev1.EventList{} },
 		shortNames: []string{"ev"}, allowCreateOnUpdate: true, selectable: eventSelectableFields,
 		storage: &schema.GroupResource{Group: "", Resource: "events"}},
-	// rbac.authorization.k8s.io/v1: stored and served only. Nothing enforces them (the authorizer
-	// is AlwaysAllow for system:masters), and there is no aggregation controller for ClusterRoles.
+	// rbac.authorization.k8s.io/v1: stored, served and enforced (authz.go, rbacauthz/); there is
+	// no aggregation controller for ClusterRoles.
 	{gv: rbacGV, plural: "roles", singular: "role", kind: "Role", namespaced: true,
 		newFunc: func() runtime.Object { return &rbacv1.Role{} }, newList: func() runtime.Object { return &rbacv1.RoleList{} }},
 	{gv: rbacGV, plural: "rolebindings", singular: "rolebinding", kind: "RoleBinding", namespaced: true,

@@ -9,13 +9,17 @@
 #
 # Usage: build-apiserver.sh                 build if needed; last line printed is the bin dir
 #        build-apiserver.sh --print-bin-dir print the bin dir (built or not) and exit
+#        build-apiserver.sh --go-test       build if needed, then run the Go unit tests of the
+#                                           wrapper's sub-packages (e.g. rbacauthz)
 #
 # Cache layout (outside the repo):
 #   $CACHE = ${MVO_TESTENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mvo-testenv}
 #   $CACHE/<key>/bin/{etcd,mvo-test-apiserver}  key = hash(wrapper Go sources + this script)
 #   $CACHE/toolchain/<tkey>/                    unpacked Go toolchain + Go sources + etcd, Go build cache
 #                                               tkey = hash(mirror + package list); kept across wrapper edits
-# Env: MVO_DEBIAN_MIRROR (override mirror), FULL=1 (use the full dependency closure instead of the
+#   $CACHE/toolchain/<tkey>/extra-<ekey>/       Go sources added later (EXTRA list), so adding one does
+#                                               not refetch the toolchain or rebuild the Go build cache
+# Env: MVO_DEBIAN_MIRROR (the mirror when apt's config names none, or to override it), FULL=1 (use the full dependency closure instead of the
 #      curated package list), MVO_TESTENV_KEEP_WORK=1 (keep the temp build dir for debugging).
 # Concurrency: builds are serialized with flock on $CACHE/.lock, and results are published by
 # renaming a temp dir, so racing builds and interrupted builds never leave a half-filled bin dir.
@@ -41,37 +45,28 @@ OUT="$CACHE/$KEY"
 BINDIR="$OUT/bin"
 
 if [ "${1:-}" = "--print-bin-dir" ]; then echo "$BINDIR"; exit 0; fi
-if [ $# -gt 0 ]; then echo "usage: $0 [--print-bin-dir]" >&2; exit 2; fi
+GO_TEST=0
+if [ "${1:-}" = "--go-test" ]; then GO_TEST=1; shift; "$SELF" >/dev/null; fi
+if [ $# -gt 0 ]; then echo "usage: $0 [--print-bin-dir | --go-test]" >&2; exit 2; fi
 
 is_built() { [ -x "$BINDIR/$BIN_NAME" ] && [ -x "$BINDIR/etcd" ]; }
-if is_built; then echo "$BINDIR"; exit 0; fi
+if [ $GO_TEST = 0 ] && is_built; then echo "$BINDIR"; exit 0; fi
 
 for tool in apt-get apt-cache dpkg-deb sha256sum flock; do
   command -v "$tool" >/dev/null || { echo "build-apiserver: missing required tool: $tool" >&2; exit 1; }
 done
 mkdir -p "$CACHE"
-exec 9>"$CACHE/.lock"
-echo "build-apiserver: waiting for lock $CACHE/.lock" >&2
-flock 9
-if is_built; then echo "$BINDIR"; exit 0; fi   # a concurrent build finished it
-rm -rf "$CACHE"/.tmp-* "$CACHE"/toolchain/.tmp-*   # leftovers of interrupted builds (we hold the lock)
+if [ $GO_TEST = 0 ]; then   # --go-test only reads the toolchain the build above made; no lock needed
+  exec 9>"$CACHE/.lock"
+  echo "build-apiserver: waiting for lock $CACHE/.lock" >&2
+  flock 9
+  if is_built; then echo "$BINDIR"; exit 0; fi   # a concurrent build finished it
+  rm -rf "$CACHE"/.tmp-* "$CACHE"/toolchain/.tmp-* "$CACHE"/toolchain/*/.tmp-*   # interrupted builds' leftovers (we hold the lock)
+fi
 T0=$(date +%s)
 
-# ---- Debian mirror: from the machine's apt config ------------------------------------------------
-mirror() {
-  if [ -n "${MVO_DEBIAN_MIRROR:-}" ]; then echo "$MVO_DEBIAN_MIRROR"; return; fi
-  local m=""
-  if [ -r /etc/apt/sources.list.d/debian.sources ]; then
-    m=$(awk 'tolower($1)=="uris:" { for (i=2;i<=NF;i++) if ($i !~ /security/) { print $i; exit } }' \
-      /etc/apt/sources.list.d/debian.sources)
-  fi
-  if [ -z "$m" ] && [ -r /etc/apt/sources.list ]; then
-    m=$(awk '$1=="deb" { for (i=2;i<=NF;i++) if ($i ~ /^(https?|ftp):\/\//) { if ($i !~ /security/) { print $i; exit } else break } }' \
-      /etc/apt/sources.list)
-  fi
-  echo "${m:-http://deb.debian.org/debian}"
-}
-URI=$(mirror); URI=${URI%/}
+# ---- Debian mirror: from the machine's apt config or MVO_DEBIAN_MIRROR (debian-mirror.sh) ----------
+URI=$("$HERE/debian-mirror.sh") || { echo "build-apiserver: cannot choose a Debian mirror (see above)" >&2; exit 1; }
 
 # Curated list of Go source packages needed (Kubernetes 1.36 apiextensions-apiserver + apiserver +
 # api + client-go and their deps). If sid changes and one disappears, we fall back to the full
@@ -123,6 +118,36 @@ if [ ! -f "$TC/.complete" ]; then
   trap - EXIT
 fi
 
+# ---- Stage 1b: Go sources added after the toolchain (their own cache dir) -----------------------
+# k8s.io/component-helpers: the upstream RBAC rule comparator (rbacauthz uses it).
+EXTRA="golang-k8s-component-helpers-dev"
+EKEY=$(echo "v1 $EXTRA" | sha256sum | cut -c1-12)
+EX="$TC/extra-$EKEY"
+if [ ! -f "$EX/.complete" ]; then
+  echo "build-apiserver: fetching $EXTRA (cache $EX)" >&2
+  EW=$(mktemp -d "$TC/.tmp-extra.XXXXXX")
+  trap 'rm -rf "$EW"' EXIT
+  mkdir -p "$EW"/{apt/lists/partial,apt/cache/archives/partial,debs,root}
+  echo "deb $URI sid main" > "$EW/apt/sources.list"
+  LISTS="$TC/apt/lists"; [ -d "$LISTS" ] || LISTS="$EW/apt/lists"
+  apt_ex() { apt-get -o "Dir::Etc::SourceList=$EW/apt/sources.list" -o Dir::Etc::SourceParts=/dev/null \
+    -o "Dir::State::Lists=$LISTS" -o "Dir::Cache=$EW/apt/cache" -o Dir::State::status=/dev/null \
+    -o Debug::NoLocking=1 -o APT::Sandbox::User=root -o "APT::Architecture=$ARCH" -o Acquire::Retries=3 -qq "$@"; }
+  cd "$EW/debs"
+  # shellcheck disable=SC2086
+  if [ "$LISTS" = "$EW/apt/lists" ] || ! apt_ex download $EXTRA 2>/dev/null; then
+    LISTS="$EW/apt/lists"; apt_ex update; apt_ex download $EXTRA   # the toolchain's package lists are stale
+  fi
+  for d in ./*.deb; do dpkg-deb -x "$d" "$EW/root"; done
+  ls ./*.deb | sed 's|^\./||' > "$EW/debian-packages.txt"
+  cd /
+  rm -rf "$EW/debs" "$EW/apt"
+  touch "$EW/.complete"
+  rm -rf "$EX"
+  mv -T "$EW" "$EX"
+  trap - EXIT
+fi
+
 # ---- Stage 2: wrapper binary --------------------------------------------------------------------
 GOVER=$(cat "$TC/goversion")
 BW=$(mktemp -d "$CACHE/.tmp-$KEY.XXXXXX")
@@ -136,8 +161,14 @@ if [ "$(source_key "$PKG")" != "$KEY" ]; then   # sources edited while we waited
   KEY=$(source_key "$PKG"); OUT="$CACHE/$KEY"; BINDIR="$OUT/bin"
   if is_built; then echo "$BINDIR"; exit 0; fi
 fi
-export GOROOT="$TC/root/usr/lib/go-$GOVER" GOPATH="$BW/gopath:$TC/root/usr/share/gocode" GO111MODULE=off \
+export GOROOT="$TC/root/usr/lib/go-$GOVER" GOPATH="$BW/gopath:$TC/root/usr/share/gocode:$EX/root/usr/share/gocode" GO111MODULE=off \
   CGO_ENABLED=0 GOTOOLCHAIN=local GOPROXY=off GOFLAGS= GOCACHE="$TC/gocache" GOTMPDIR="$BW"
+if [ $GO_TEST = 1 ]; then   # the packages below the wrapper that have tests
+  TESTPKGS=$(cd "$PKG" && find . -mindepth 2 -name '*_test.go' -printf '%h\n' | sort -u | sed "s|^\.|$BIN_NAME|")
+  # shellcheck disable=SC2086
+  (cd "$PKG" && "$GOROOT/bin/go" test -trimpath -count=1 $TESTPKGS)   # -trimpath as the build: reuses its cache
+  exit $?
+fi
 echo "build-apiserver: go $("$GOROOT/bin/go" env GOVERSION) building $BIN_NAME (Go build cache $GOCACHE)" >&2
 # /version: report the packaged Kubernetes library version (golang-k8s-apiserver-dev 0.36.4 -> v1.36.4)
 # instead of upstream's placeholder v0.0.0-master.
@@ -149,7 +180,7 @@ if [ -n "$KVER" ]; then
 fi
 (cd "$PKG" && "$GOROOT/bin/go" build -trimpath -ldflags "$LDFLAGS" -o "$BW/out/bin/$BIN_NAME" .)
 cp "$TC/root/usr/bin/etcd" "$BW/out/bin/etcd"
-cp "$TC/debian-packages.txt" "$BW/out/bin/debian-packages.txt"
+cat "$TC/debian-packages.txt" "$EX/debian-packages.txt" > "$BW/out/bin/debian-packages.txt"
 { echo "key=$KEY"; echo "toolchain=$TC"; echo "go=$GOVER"; echo "kubernetes=v${KVER:-unknown}"; echo "mirror=$URI"; echo "built=$(date -u +%FT%TZ)"; } \
   > "$BW/out/bin/BUILDINFO"
 if [ -e "$OUT" ]; then rm -rf "$OUT"; fi   # incomplete leftover (bins missing) - we hold the lock

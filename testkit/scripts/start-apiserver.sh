@@ -4,6 +4,9 @@
 # Usage: start-apiserver.sh DIR
 #   DIR/pki/                  CA, server and admin (O=system:masters) certs, generated once per DIR
 #   DIR/admin.kubeconfig      kubeconfig for the admin user (absolute cert paths)
+#   DIR/operator.kubeconfig   kubeconfig for the operator's ServiceAccount identity
+#                             system:serviceaccount:openshift-velero:managed-velero-operator (a client
+#                             certificate with the ServiceAccount groups); it has only what RBAC grants
 #   DIR/etcd.pid DIR/apiserver.pid, DIR/etcd.log DIR/apiserver.log, DIR/etcd-data/ (wiped each start)
 # Prints "READY https://127.0.0.1:PORT" once /readyz?exclude=informer-sync answers 200.
 # Stop: stop-apiserver.sh DIR (or kill the two pids).
@@ -41,6 +44,16 @@ if [ ! -f pki/admin.crt ]; then
    openssl req -newkey rsa:2048 -nodes -keyout admin.key -out admin.csr -subj "/O=system:masters/CN=admin" 2>/dev/null
    printf "extendedKeyUsage=clientAuth\n" > client.ext
    openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out admin.crt -days 3650 -extfile client.ext 2>/dev/null
+   rm -f ./*.csr ./*.ext)
+fi
+if [ ! -f pki/operator.crt ]; then
+  # The identity a ServiceAccount token would give: user name and groups as kube-apiserver sets them
+  # (system:authenticated is added by the server).
+  (cd pki
+   openssl req -newkey rsa:2048 -nodes -keyout operator.key -out operator.csr 2>/dev/null \
+     -subj "/O=system:serviceaccounts/O=system:serviceaccounts:openshift-velero/CN=system:serviceaccount:openshift-velero:managed-velero-operator"
+   printf "extendedKeyUsage=clientAuth\n" > client.ext
+   openssl x509 -req -in operator.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out operator.crt -days 3650 -extfile client.ext 2>/dev/null
    rm -f ./*.csr ./*.ext)
 fi
 
@@ -86,6 +99,8 @@ contexts:
   context: {cluster: mvo-test, user: admin, namespace: default}
 current-context: mvo-test
 KC
+  sed -e "s|pki/admin\.|pki/operator.|g" -e "s|name: admin|name: operator|; s|user: admin|user: operator|" \
+    -e "s|namespace: default|namespace: openshift-velero|" admin.kubeconfig > operator.kubeconfig
   "$APISERVER" --etcd-servers "http://127.0.0.1:$EP" --bind-address 127.0.0.1 --secure-port "$AP" \
     --tls-cert-file "$DIR/pki/server.crt" --tls-private-key-file "$DIR/pki/server.key" --client-ca-file "$DIR/pki/ca.crt" \
     --kubeconfig "$DIR/admin.kubeconfig" --authentication-kubeconfig "$DIR/admin.kubeconfig" \

@@ -9,6 +9,12 @@
 //! watchdog that outlives the test binary for the shared ones (Rust never drops statics).
 //! Tests isolate themselves inside a shared instance by namespace ([`KubeEnv::namespace`]) or by
 //! bucket name.
+//!
+//! Two identities: the admin ([`KubeEnv::client`], `system:masters`, for test set-up and for
+//! playing the cluster's other controllers) and the operator's ServiceAccount
+//! ([`KubeEnv::operator_client`], [`KubeEnv::operator_kubeconfig`]), which the server authorizes
+//! with RBAC. Those two apply `deploy/`'s RBAC first ([`DeployRbac`]), so the operator code under
+//! test has exactly the permissions it ships with.
 
 use std::{
     net::TcpListener,
@@ -27,6 +33,12 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
     runtime::wait::{await_condition, conditions::is_crd_established},
 };
+
+/// The operator's identity on the test API server: the user name of its ServiceAccount
+/// (`operator.kubeconfig` holds a client certificate with this name and the ServiceAccount groups).
+pub const OPERATOR_USER: &str = "system:serviceaccount:openshift-velero:managed-velero-operator";
+/// The namespace `deploy/` installs the operator in.
+pub const OPERATOR_NAMESPACE: &str = "openshift-velero";
 
 /// Field manager the helpers apply with.
 const FIELD_MANAGER: &str = "mvo-testkit";
@@ -213,6 +225,44 @@ impl KubeEnv {
         self.dir.0.join("admin.kubeconfig")
     }
 
+    /// Path of a kubeconfig for the operator's ServiceAccount ([`OPERATOR_USER`]), without
+    /// applying any RBAC; see [`KubeEnv::operator_kubeconfig`].
+    pub fn operator_kubeconfig_path(&self) -> PathBuf {
+        self.dir.0.join("operator.kubeconfig")
+    }
+
+    /// Applies `deploy/`'s RBAC (granting its namespaced Role also in `namespaces`, see
+    /// [`DeployRbac::grant_in`]) with the admin client, and returns the path of the operator's
+    /// kubeconfig, for tests that run the operator binary.
+    pub async fn operator_kubeconfig(&self, namespaces: &[&str]) -> Result<PathBuf, EnvError> {
+        let admin = self.client().await?;
+        let rbac = DeployRbac::from_repo()?;
+        rbac.apply(&admin).await?;
+        for ns in namespaces {
+            rbac.grant_in(&admin, ns).await?;
+        }
+        Ok(self.operator_kubeconfig_path())
+    }
+
+    /// A client that is the operator's ServiceAccount, after applying `deploy/`'s RBAC as
+    /// [`KubeEnv::operator_kubeconfig`] does.
+    pub async fn operator_client(&self, namespaces: &[&str]) -> Result<Client, EnvError> {
+        let path = self.operator_kubeconfig(namespaces).await?;
+        Self::client_from(&path).await
+    }
+
+    /// A client for the operator's ServiceAccount with no RBAC applied (the caller grants what it
+    /// wants, e.g. a [`DeployRbac`] with a verb removed).
+    pub async fn operator_client_unbound(&self) -> Result<Client, EnvError> {
+        Self::client_from(&self.operator_kubeconfig_path()).await
+    }
+
+    async fn client_from(path: &Path) -> Result<Client, EnvError> {
+        let kubeconfig = Kubeconfig::read_from(path)?;
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        Ok(Client::try_from(config)?)
+    }
+
     /// Process IDs of the API server and etcd.
     pub fn pids(&self) -> &[u32] {
         &self.pids
@@ -221,9 +271,7 @@ impl KubeEnv {
     /// A new client. Clients are bound to the tokio runtime that creates them, so every test
     /// makes its own.
     pub async fn client(&self) -> Result<Client, EnvError> {
-        let kubeconfig = Kubeconfig::read_from(self.kubeconfig_path())?;
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-        Ok(Client::try_from(config)?)
+        Self::client_from(&self.kubeconfig_path()).await
     }
 
     /// Stops the API server process and starts it again with the same command line (same port,
@@ -289,6 +337,165 @@ impl Drop for KubeEnv {
     fn drop(&mut self) {
         self.pids.iter().copied().for_each(kill_pid);
     }
+}
+
+/// The files of `deploy/` that hold the operator's RBAC: its Role in its namespace, its
+/// ClusterRole, its kube-system Role, each with its binding.
+pub const DEPLOY_RBAC_FILES: [&str; 3] = ["role.yaml", "cluster_role.yaml", "kube_system_role.yaml"];
+
+/// The operator's RBAC as `deploy/` ships it: the Roles, ClusterRoles and bindings of
+/// [`DEPLOY_RBAC_FILES`], read from the repository (never copied), so a test fails when the code
+/// needs a permission `deploy/` lacks.
+#[derive(Debug, Clone)]
+pub struct DeployRbac {
+    /// Every document, in file order.
+    pub objects: Vec<serde_json::Value>,
+}
+
+impl DeployRbac {
+    /// Reads [`DEPLOY_RBAC_FILES`] from the repository's `deploy/`.
+    pub fn from_repo() -> Result<DeployRbac, EnvError> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let mut texts = Vec::new();
+        for file in DEPLOY_RBAC_FILES {
+            let path = dir.join(file);
+            texts.push(std::fs::read_to_string(&path).map_err(io(format!("reading {}", path.display())))?);
+        }
+        Self::from_yaml(&texts.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// Parses multi-document YAML texts (e.g. an edited copy of `deploy/role.yaml`).
+    pub fn from_yaml(texts: &[&str]) -> Result<DeployRbac, EnvError> {
+        let mut objects = Vec::new();
+        for text in texts {
+            let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(text)
+                .map_err(|e| EnvError::Start { what: "deploy/ RBAC", detail: e.to_string() })?;
+            objects.extend(documents.into_iter().filter(|d| !d.is_null()));
+        }
+        Ok(DeployRbac { objects })
+    }
+
+    /// Applies every object server-side as written (with `admin`, which may grant anything).
+    pub async fn apply(&self, admin: &Client) -> Result<(), EnvError> {
+        for object in &self.objects {
+            apply_rbac_object(admin, object.clone()).await?;
+        }
+        Ok(())
+    }
+
+    /// Grants the Roles (and RoleBindings) of the operator's own namespace in `namespace` as
+    /// well: same rules and subjects, namespace rewritten.
+    ///
+    /// Why: on a cluster the operator works in `openshift-velero` only, but tests share one API
+    /// server and isolate themselves in per-test namespaces, where the operator must have exactly
+    /// what `deploy/role.yaml` gives it in its own namespace, no more.
+    pub async fn grant_in(&self, admin: &Client, namespace: &str) -> Result<(), EnvError> {
+        for object in &self.objects {
+            let kind = object["kind"].as_str().unwrap_or_default();
+            let own_namespace = object["metadata"]["namespace"].as_str() == Some(OPERATOR_NAMESPACE);
+            if own_namespace && matches!(kind, "Role" | "RoleBinding") {
+                let mut object = object.clone();
+                object["metadata"]["namespace"] = serde_json::Value::from(namespace);
+                apply_rbac_object(admin, object).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Grants the ClusterRole rules of `deploy/` that are restricted to named CRDs (the Velero
+    /// CRDs) for `crd_names` as well: same verbs, same subjects, names replaced, in a ClusterRole
+    /// and ClusterRoleBinding named after `tag`.
+    ///
+    /// Why: CRDs are cluster-scoped and tests share one API server, so a test that plays the
+    /// Velero CRD Job uses CRD names of its own (e.g. `widgets<suffix>.velero.io`) instead of the
+    /// real ones; the operator must have exactly the access `deploy/` gives it to the real names.
+    pub async fn grant_crd_names(
+        &self,
+        admin: &Client,
+        tag: &str,
+        crd_names: &[String],
+    ) -> Result<(), EnvError> {
+        let is_named_crd_rule = |rule: &serde_json::Value| {
+            rule["resources"].as_array().is_some_and(|r| r.iter().any(|r| r == "customresourcedefinitions"))
+                && rule["resourceNames"].as_array().is_some_and(|n| !n.is_empty())
+        };
+        for role in self.objects.iter().filter(|o| o["kind"] == "ClusterRole") {
+            let rules: Vec<serde_json::Value> = role["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|rule| is_named_crd_rule(rule))
+                .map(|rule| {
+                    let mut rule = rule.clone();
+                    rule["resourceNames"] = serde_json::json!(crd_names);
+                    rule
+                })
+                .collect();
+            if rules.is_empty() {
+                continue;
+            }
+            let role_name = role["metadata"]["name"].as_str().unwrap_or_default();
+            let name = format!("{role_name}-test-crds-{tag}");
+            let subjects: Vec<serde_json::Value> = self
+                .objects
+                .iter()
+                .filter(|b| b["kind"] == "ClusterRoleBinding" && b["roleRef"]["name"] == role_name)
+                .flat_map(|b| b["subjects"].as_array().cloned().unwrap_or_default())
+                .collect();
+            apply_rbac_object(
+                admin,
+                serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                                   "metadata": {"name": name}, "rules": rules}),
+            )
+            .await?;
+            apply_rbac_object(
+                admin,
+                serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                                   "metadata": {"name": name}, "subjects": subjects,
+                                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                               "name": name}}),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+async fn apply_rbac_object(admin: &Client, object: serde_json::Value) -> Result<(), EnvError> {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    let bad = |e: serde_json::Error| EnvError::Start { what: "deploy/ RBAC", detail: e.to_string() };
+    let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    match object["kind"].as_str().unwrap_or_default() {
+        "Role" => {
+            let role: Role = serde_json::from_value(object).map_err(bad)?;
+            Api::<Role>::namespaced(admin.clone(), &namespace)
+                .patch(&name, &params, &Patch::Apply(&role))
+                .await?;
+        }
+        "RoleBinding" => {
+            let b: RoleBinding = serde_json::from_value(object).map_err(bad)?;
+            Api::<RoleBinding>::namespaced(admin.clone(), &namespace)
+                .patch(&name, &params, &Patch::Apply(&b))
+                .await?;
+        }
+        "ClusterRole" => {
+            let role: ClusterRole = serde_json::from_value(object).map_err(bad)?;
+            Api::<ClusterRole>::all(admin.clone()).patch(&name, &params, &Patch::Apply(&role)).await?;
+        }
+        "ClusterRoleBinding" => {
+            let b: ClusterRoleBinding = serde_json::from_value(object).map_err(bad)?;
+            Api::<ClusterRoleBinding>::all(admin.clone()).patch(&name, &params, &Patch::Apply(&b)).await?;
+        }
+        other => {
+            return Err(EnvError::Start {
+                what: "deploy/ RBAC",
+                detail: format!("unexpected kind {other:?}"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Stand-in CRDs of the foreign kinds the operator reads or writes: `Infrastructure`,

@@ -45,7 +45,7 @@ pub async fn wait_for<T>(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    bail!("{what}: not seen within {timeout:?}")
+    bail!("{what}: not seen within {} s", timeout.as_secs_f64())
 }
 
 /// The operator binary next to this example (target/<profile>/managed-velero-operator).
@@ -90,6 +90,8 @@ impl Local {
         std::fs::create_dir_all(&credentials)?;
         std::fs::write(credentials.join("aws_access_key_id"), "AKIADEMO")?;
         std::fs::write(credentials.join("aws_secret_access_key"), "demo-secret-key")?;
+        // The operator runs as its ServiceAccount with exactly deploy/'s RBAC.
+        kube.operator_kubeconfig(&[]).await?;
         Ok(Local { kube, s3, client, work, credentials })
     }
 
@@ -98,7 +100,7 @@ impl Local {
         let mut command = Command::new(operator_binary()?);
         command
             .args(args)
-            .env("KUBECONFIG", self.kube.kubeconfig_path())
+            .env("KUBECONFIG", self.kube.operator_kubeconfig_path())
             .env("MVO_CLOUD_ENDPOINT", self.s3.endpoint())
             .env("MVO_CREDENTIALS_DIR", &self.credentials)
             .env("NO_COLOR", "1")

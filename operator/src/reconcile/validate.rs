@@ -1,5 +1,6 @@
 //! Validate: turns a `VeleroInstall` spec into the settings a reconcile uses, with every
-//! default applied. Pure: reads nothing, writes nothing.
+//! default applied. Pure but for the operator's fixed `RELATED_IMAGE_*` environment (see
+//! [`crate::images`]): reads nothing else, writes nothing.
 //!
 //! The CRD schema already rejects most bad values; this catches what the schema cannot know
 //! (which cloud the cluster is on, what the provider supports, duration bounds) and names the
@@ -10,7 +11,7 @@ use std::time::Duration;
 use k8s_openapi::{api::core::v1::ResourceRequirements, apimachinery::pkg::api::resource::Quantity};
 use mvo_core::{Encryption, Platform, bucket::DEFAULT_RETENTION_DAYS, bucket::is_valid_bucket_name};
 
-use crate::crd::VeleroInstallSpec;
+use crate::{crd::VeleroInstallSpec, images};
 
 /// Pinned Velero server image.
 pub const DEFAULT_VELERO_IMAGE: &str = "docker.io/velero/velero:v1.17.0";
@@ -91,15 +92,18 @@ pub fn validate(spec: &VeleroInstallSpec, platform: &dyn Platform) -> Result<Des
         retention_days,
         retention_explicit: spec.backup_retention_days.is_some(),
         resync_interval,
-        velero_image: non_empty(&spec.velero_image).unwrap_or_else(|| DEFAULT_VELERO_IMAGE.to_owned()),
-        plugin_image: non_empty(&spec.plugin_image)
-            .unwrap_or_else(|| platform.velero_plugin_image().to_owned()),
+        velero_image: images::choose(
+            spec.velero_image.as_deref(),
+            images::related_image(images::RELATED_IMAGE_VELERO),
+            DEFAULT_VELERO_IMAGE,
+        ),
+        plugin_image: images::choose(
+            spec.plugin_image.as_deref(),
+            images::related_image(&images::plugin_env_var(platform.name())),
+            platform.velero_plugin_image(),
+        ),
         resources: spec.resources.clone().unwrap_or_else(default_resources),
     })
-}
-
-fn non_empty(value: &Option<String>) -> Option<String> {
-    value.as_ref().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
 fn encryption(
