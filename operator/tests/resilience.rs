@@ -28,13 +28,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const INFRA: &str = "c1-res7x";
 const REGION: &str = "eu-west-1";
 
-async fn setup(env: &KubeEnv) -> (Client, String) {
+/// The admin client (the test plays the user and the cluster's other controllers), the
+/// operator's ServiceAccount with `deploy/`'s RBAC in the test's namespace, and that namespace.
+async fn setup(env: &KubeEnv) -> (Client, Client, String) {
     let client = env.client().await.expect("client");
     let mut crds = foreign_crds().expect("stand-in CRDs");
     crds.push(VeleroInstall::crd());
     install_crds(&client, crds).await.expect("CRDs");
     let namespace = env.namespace(&client, "resilience").await.expect("namespace");
-    (client, namespace)
+    let operator = env.operator_client(&[&namespace]).await.expect("operator client");
+    (client, operator, namespace)
 }
 
 fn install(spec: Value) -> VeleroInstall {
@@ -64,7 +67,7 @@ async fn eventually(what: &str, within: Duration, mut check: impl AsyncFnMut() -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pass_whose_cloud_never_answers_is_cut_at_its_deadline() {
     let env = KubeEnv::shared().expect("test API server (run `make testenv`)");
-    let (client, namespace) = setup(env).await;
+    let (client, operator, namespace) = setup(env).await;
     let s3 = S3Env::shared().expect("moto (run `make testenv`)");
     let upstream: SocketAddr = s3.endpoint().trim_start_matches("http://").parse().expect("moto address");
     let proxy = FaultProxy::start(upstream).await.expect("proxy");
@@ -81,7 +84,7 @@ async fn a_pass_whose_cloud_never_answers_is_cut_at_its_deadline() {
         ..Default::default()
     };
     let aws: Arc<dyn Platform> = Arc::new(mvo_provider_aws::AwsPlatform::new(&config).expect("AWS platform"));
-    let mut ctx = context(&client, aws);
+    let mut ctx = context(&operator, aws);
     ctx.pass_deadline = Duration::from_secs(3);
     let ctx = Arc::new(ctx);
     let installs: Api<VeleroInstall> = Api::namespaced(client.clone(), &namespace);
@@ -117,8 +120,10 @@ async fn a_pass_whose_cloud_never_answers_is_cut_at_its_deadline() {
 }
 
 /// A client of `env` whose connections go through `proxy`.
-async fn client_through(env: &KubeEnv, proxy: &FaultProxy) -> Client {
-    let mut kubeconfig = Kubeconfig::read_from(env.kubeconfig_path()).expect("kubeconfig");
+/// The operator's ServiceAccount (RBAC applied by [`setup`]) reaching the API server through
+/// `proxy`.
+async fn operator_client_through(env: &KubeEnv, proxy: &FaultProxy) -> Client {
+    let mut kubeconfig = Kubeconfig::read_from(env.operator_kubeconfig_path()).expect("kubeconfig");
     for cluster in &mut kubeconfig.clusters {
         if let Some(cluster) = cluster.cluster.as_mut() {
             cluster.server = Some(format!("https://{}", proxy.address()));
@@ -165,11 +170,11 @@ async fn post(address: &str, path: &str, body: &Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owned_object_deleted_while_the_watches_were_down_is_restored_at_once() {
     let mut env = KubeEnv::start().expect("test API server (run `make testenv`)");
-    let (client, namespace) = setup(&env).await;
+    let (client, _operator, namespace) = setup(&env).await;
     let upstream: SocketAddr = env.server().trim_start_matches("https://").parse().expect("server address");
     let proxy = FaultProxy::start(upstream).await.expect("proxy");
     let platform = InMemoryPlatform::new(REGION);
-    let ctx = Arc::new(context(&client_through(&env, &proxy).await, Arc::new(platform.clone())));
+    let ctx = Arc::new(context(&operator_client_through(&env, &proxy).await, Arc::new(platform.clone())));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let controller = {
         let namespace = namespace.clone();
@@ -233,7 +238,7 @@ async fn an_owned_object_deleted_while_the_watches_were_down_is_restored_at_once
 #[tokio::test]
 async fn the_api_server_refuses_a_resync_interval_out_of_bounds() {
     let env = KubeEnv::shared().expect("test API server (run `make testenv`)");
-    let (client, namespace) = setup(env).await;
+    let (client, _operator, namespace) = setup(env).await;
     let installs: Api<VeleroInstall> = Api::namespaced(client, &namespace);
     for huge in ["999999999999999999h", "25h", "30s", "1000000000h"] {
         let err = installs
@@ -248,9 +253,9 @@ async fn the_api_server_refuses_a_resync_interval_out_of_bounds() {
 #[tokio::test]
 async fn a_lasting_failure_is_reported_once_per_reason_and_retried_slowly() {
     let env = KubeEnv::shared().expect("test API server (run `make testenv`)");
-    let (client, namespace) = setup(env).await;
+    let (client, operator, namespace) = setup(env).await;
     let platform = InMemoryPlatform::new(REGION);
-    let ctx = Arc::new(context(&client, Arc::new(platform.clone())));
+    let ctx = Arc::new(context(&operator, Arc::new(platform.clone())));
     let installs: Api<VeleroInstall> = Api::namespaced(client.clone(), &namespace);
     installs.create(&PostParams::default(), &install(json!({}))).await.expect("create");
     for _ in 0..3 {
@@ -303,7 +308,7 @@ async fn the_operator_reaches_the_cloud_through_the_cluster_proxy() {
     let proxy_url = format!("http://{}", proxy.address());
     let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_managed-velero-operator"))
         .args(["run", "--leader-election", "false", "--metrics-addr", "127.0.0.1:0"])
-        .env("KUBECONFIG", env.kubeconfig_path())
+        .env("KUBECONFIG", env.operator_kubeconfig(&[]).await.expect("operator kubeconfig"))
         .env("WATCH_NAMESPACE", "openshift-velero")
         // moto by name, so that NO_PROXY can tell it from the API server (127.0.0.1).
         .env("MVO_CLOUD_ENDPOINT", s3.endpoint().replace("127.0.0.1", "localhost"))
