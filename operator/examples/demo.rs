@@ -14,7 +14,6 @@
 mod local;
 
 use std::{
-    io::IsTerminal,
     path::Path,
     process::{ExitCode, Stdio},
     time::Duration,
@@ -25,21 +24,13 @@ use kube::{
     Api, ResourceExt,
     api::{DynamicObject, Patch, PatchParams},
 };
-use local::{INFRA, Local, NAMESPACE, REGION, stop, wait_for};
+use local::{INFRA, Local, NAMESPACE, REGION, step, stop, wait_for};
 use mvo_core::{Platform, ProviderConfig};
 use mvo_operator::{controller, crd::VeleroInstall, reconcile::validate::DEFAULT_VELERO_IMAGE};
 use serde_json::json;
 
 /// Lines of the operator log shown when a step fails.
 const LOG_TAIL: usize = 25;
-
-fn step(title: &str) {
-    if std::io::stdout().is_terminal() {
-        println!("\n\x1b[1m== {title}\x1b[0m");
-    } else {
-        println!("\n== {title}");
-    }
-}
 
 async fn print_conditions(installs: &Api<VeleroInstall>) -> anyhow::Result<()> {
     let vi = installs.get("cluster").await?;

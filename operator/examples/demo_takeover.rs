@@ -18,17 +18,13 @@ use kube::{
     Api, ResourceExt,
     api::{DynamicObject, Patch, PatchParams},
 };
-use local::{INFRA, Local, NAMESPACE, REGION, stop, wait_for};
+use local::{INFRA, Local, NAMESPACE, REGION, step, stop, wait_for};
 use mvo_core::Owner;
 use mvo_operator::controller;
 use mvo_testkit::mvo::{self, MvoCloud};
 use serde_json::json;
 
 const MVO_BUCKET: &str = "managed-velero-backups-7c1e9a40-3b2d-4f6a-9e18-5d0c2b7a4f93";
-
-fn step(title: &str) {
-    println!("\n\x1b[1m== {title}\x1b[0m");
-}
 
 /// Creates MVO's bucket in moto with the owner tags MVO writes (plain S3 REST calls: moto does not
 /// check signatures).

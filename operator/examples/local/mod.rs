@@ -186,3 +186,13 @@ pub async fn stop(child: &mut tokio::process::Child) -> anyhow::Result<std::proc
     }
     Ok(tokio::time::timeout(Duration::from_secs(30), child.wait()).await??)
 }
+
+/// Prints a demo step's title, bold only on a terminal (no escape codes in a log or a pipe).
+#[allow(dead_code, reason = "shared by the demos; the bench prints a table, not steps")]
+pub fn step(title: &str) {
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        println!("\n\x1b[1m== {title}\x1b[0m");
+    } else {
+        println!("\n== {title}");
+    }
+}
