@@ -725,6 +725,11 @@ async fn plan_mode_reports_what_would_change_and_writes_nothing() {
     );
     assert!(changes.iter().any(|c| c.contains("record bucket name")), "{changes:?}");
     assert!(changes.contains(&"kubernetes: create Deployment/velero".to_owned()), "{changes:?}");
+    assert!(
+        changes.iter().any(|c| c.starts_with("kubernetes: event Normal BucketCreated: ")),
+        "the events a plan would send are listed: {changes:?}"
+    );
+    assert!(events_of(&f).await.is_empty(), "plan posted events");
     assert!(f.buckets().is_empty(), "plan created a bucket");
     assert_eq!(f.cloud().writes(), 0);
     assert_eq!(f.resource_versions().await, versions, "plan wrote to Kubernetes");

@@ -7,6 +7,10 @@
 //! that published it: the same note again is aggregated by that recorder as a series, a new note
 //! gets a fresh recorder and so a new Event carrying it. Only the latest note per key is kept, so
 //! memory stays bounded by the number of distinct reasons.
+//!
+//! Every event of a reconcile goes through [`Events::publish`]; in plan mode the publisher records
+//! the event in the [`Plan`] instead of posting it, so a plan never tells the cluster about things
+//! it did not do.
 
 use std::{
     collections::HashMap,
@@ -19,6 +23,8 @@ use kube::{
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
 
+use super::plan::Plan;
+
 /// (type, reason, action, regarding namespace, name, uid).
 type Key = (String, String, String, Option<String>, Option<String>, Option<String>);
 /// Per key: the note last published and the recorder aggregating its repeats.
@@ -30,6 +36,8 @@ pub struct Events {
     client: Client,
     reporter: Reporter,
     latest: Arc<Mutex<Latest>>,
+    /// Set in plan mode: events are recorded here instead of posted.
+    plan: Option<Arc<Plan>>,
 }
 
 impl std::fmt::Debug for Events {
@@ -41,7 +49,12 @@ impl std::fmt::Debug for Events {
 impl Events {
     /// Events reported as `reporter`.
     pub fn new(client: Client, reporter: Reporter) -> Self {
-        Events { client, reporter, latest: Arc::default() }
+        Events { client, reporter, latest: Arc::default(), plan: None }
+    }
+
+    /// The same publisher, recording every event in `plan` instead of posting it.
+    pub fn recording_into(self, plan: Arc<Plan>) -> Self {
+        Events { plan: Some(plan), ..self }
     }
 
     fn latest(&self) -> MutexGuard<'_, Latest> {
@@ -55,6 +68,11 @@ impl Events {
             EventType::Normal => "Normal",
             EventType::Warning => "Warning",
         };
+        if let Some(plan) = &self.plan {
+            let note = event.note.as_deref().unwrap_or_default();
+            plan.record(format!("kubernetes: event {type_} {}: {note}", event.reason));
+            return Ok(());
+        }
         let key: Key = (
             type_.to_owned(),
             event.reason.clone(),

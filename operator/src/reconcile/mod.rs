@@ -132,6 +132,7 @@ impl Context {
         let plan = Arc::new(Plan::default());
         let read_only: Arc<dyn Platform> = Arc::new(PlanPlatform::new(platform, plan.clone()));
         let mut ctx = Self::new(client, read_only, infrastructure_name, reporter);
+        ctx.events = ctx.events.recording_into(plan.clone());
         ctx.plan = Some(plan.clone());
         (ctx, plan)
     }
