@@ -21,6 +21,7 @@ use mvo_operator::{
 use mvo_testkit::{
     Fault, InMemoryCloud, InMemoryPlatform,
     env::{DeployRbac, KubeEnv, foreign_crds, install_crds},
+    jobs,
 };
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
@@ -194,40 +195,14 @@ impl Fixture {
 
     /// Marks the CRD Job succeeded with a pod whose log holds `crd_names` as Velero prints them.
     async fn complete_crds_job(&self, crd_names: &[&str]) {
-        self.complete_crds_job_with(&crds_yaml(crd_names), true).await;
+        self.complete_crds_job_with(&jobs::crd_job_output(crd_names), true).await;
     }
 
     /// Marks the CRD Job succeeded with a pod whose log is `log`; `owned` gives the pod the Job's
     /// controller owner reference (as the Job controller does), else only the name label.
     async fn complete_crds_job_with(&self, log: &str, owned: bool) {
         let job = self.crds_job().await;
-        let job_name = job.name_any();
-        let jobs: Api<k8s_openapi::api::batch::v1::Job> =
-            Api::namespaced(self.client.clone(), &self.namespace);
-        let status = json!({"status": {"succeeded": 1, "completionTime": "2026-01-01T00:00:00Z"}});
-        jobs.patch_status(&job_name, &PatchParams::default(), &Patch::Merge(&status))
-            .await
-            .expect("job status");
-        let pods: Api<k8s_openapi::api::core::v1::Pod> =
-            Api::namespaced(self.client.clone(), &self.namespace);
-        let owner = json!([{"apiVersion": "batch/v1", "kind": "Job", "name": job_name,
-                            "uid": job.uid().expect("uid"), "controller": true, "blockOwnerDeletion": true}]);
-        let pod_name = format!("{job_name}-{}", if owned { "x7k2p" } else { "imposter" });
-        let pod = json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod_name,
-                         "labels": {"batch.kubernetes.io/job-name": job_name, "job-name": job_name},
-                         "ownerReferences": if owned { owner } else { json!([]) },
-                         "annotations": {"mvo-test-apiserver/log": log}},
-            "spec": {"restartPolicy": "Never", "containers": [{"name": "velero-crds", "image": "velero"}]}
-        });
-        pods.patch(&pod_name, &PatchParams::apply("kubelet").force(), &Patch::Apply(&pod))
-            .await
-            .expect("pod");
-        let phase = json!({"status": {"phase": "Succeeded"}});
-        pods.patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&phase))
-            .await
-            .expect("pod phase");
+        jobs::complete_crd_job(&self.client, &job, log, owned).await.expect("CRD Job completed");
     }
 
     async fn resource_versions(&self) -> Vec<String> {
@@ -248,21 +223,6 @@ impl Fixture {
     fn buckets(&self) -> Vec<String> {
         self.cloud().bucket_names()
     }
-}
-
-/// CRDs as `velero install --crds-only --dry-run -o yaml` prints them, one per `plural.group`.
-fn crds_yaml(crd_names: &[&str]) -> String {
-    crd_names
-        .iter()
-        .map(|name| {
-            let (plural, group) = name.split_once('.').expect("plural.group");
-            let kind = format!("W{plural}");
-            format!(
-                "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: {name}\nspec:\n  group: {group}\n  names: {{kind: {kind}, listKind: {kind}List, plural: {plural}, singular: {plural}}}\n  scope: Namespaced\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n"
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("---\n")
 }
 
 fn bucket_of(vi: &VeleroInstall) -> (Option<String>, bool, bool) {
@@ -611,7 +571,7 @@ async fn velero_crds_of_another_installer_are_left_alone_and_reported() {
     // Two installers, neither labelled: one applied its CRD (Helm-like), one created it (Update).
     let (applied, created) = (f.crd_name("gadgets"), f.crd_name("gizmos"));
     let parse = |name: &str| -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
-        serde_saphyr::from_str(&crds_yaml(&[name])).expect("crd")
+        serde_saphyr::from_str(&jobs::crd_job_output(&[name])).expect("crd")
     };
     crds.patch(&applied, &PatchParams::apply("helm").force(), &Patch::Apply(&parse(&applied)))
         .await

@@ -27,6 +27,7 @@ use mvo_testkit::{
     Backdoor, InMemoryPlatform,
     env::{DeployRbac, KubeEnv, foreign_crds, install_crds},
     gcs::{GcsBackdoor, GcsControlPlane, Received},
+    jobs,
     mvo::{self, MVO_MANAGER, MVO_VELERO_IMAGE, MvoCloud, MvoState},
 };
 use serde_json::{Value, json};
@@ -207,33 +208,13 @@ impl Takeover {
     /// The Job controller and kubelet running the CRD Job: it succeeds and its pod, owned by the
     /// Job, "prints" one `velero.io` CRD (named per namespace: CRDs are cluster-wide).
     async fn complete_crds_job(&self) {
-        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.ns);
-        let listed = jobs.list(&Default::default()).await.expect("jobs").items;
+        let listed = Api::<Job>::namespaced(self.client.clone(), &self.ns).list(&Default::default()).await;
+        let listed = listed.expect("jobs").items;
         assert_eq!(listed.len(), 1, "one CRD Job");
-        let job = &listed[0];
-        let job_name = job.name_any();
-        let status = json!({"status": {"succeeded": 1, "completionTime": "2026-01-01T00:00:00Z"}});
-        jobs.patch_status(&job_name, &PatchParams::default(), &Patch::Merge(&status))
+        let crd = format!("widgets{}.velero.io", crd_suffix(&self.ns));
+        jobs::complete_crd_job(&self.client, &listed[0], &jobs::crd_job_output(&[&crd]), true)
             .await
-            .expect("job status");
-        let plural = format!("widgets{}", crd_suffix(&self.ns));
-        let crd = format!(
-            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: {plural}.velero.io\nspec:\n  group: velero.io\n  names: {{kind: W{plural}, listKind: W{plural}List, plural: {plural}, singular: {plural}}}\n  scope: Namespaced\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n"
-        );
-        let owner = json!([{"apiVersion": "batch/v1", "kind": "Job", "name": job_name,
-                            "uid": job.uid().expect("uid"), "controller": true, "blockOwnerDeletion": true}]);
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
-        let name = format!("{job_name}-x7k2p");
-        let pod = json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "labels": {"batch.kubernetes.io/job-name": job_name, "job-name": job_name},
-                         "ownerReferences": owner,
-                         "annotations": {"mvo-test-apiserver/log": crd}},
-            "spec": {"restartPolicy": "Never", "containers": [{"name": "velero-crds", "image": "velero"}]}
-        });
-        pods.patch(&name, &PatchParams::apply("kubelet").force(), &Patch::Apply(&pod)).await.expect("pod");
-        let phase = json!({"status": {"phase": "Succeeded"}});
-        pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&phase)).await.expect("phase");
+            .expect("CRD Job completed");
     }
 
     /// The whole takeover: the first pass (CRD Job started, the other objects taken over), the

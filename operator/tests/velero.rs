@@ -31,6 +31,7 @@ use mvo_operator::{
 use mvo_testkit::{
     InMemoryPlatform,
     env::{DeployRbac, KubeEnv, S3Env, foreign_crds, install_crds},
+    jobs,
 };
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
@@ -139,35 +140,8 @@ impl Fixture {
     /// carries the Job's controller reference (else only its name label).
     async fn complete_job(&self, log: &str, owned: bool) -> Job {
         let job = self.job().await;
-        let name = job.name_any();
-        let status = json!({"status": {"succeeded": 1, "completionTime": "2026-01-01T00:00:00Z"}});
-        self.api::<Job>()
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-            .await
-            .expect("job");
-        self.job_pod(&job, log, owned, json!({"phase": "Succeeded"})).await;
+        jobs::complete_crd_job(&self.client, &job, log, owned).await.expect("CRD Job completed");
         job
-    }
-
-    async fn job_pod(&self, job: &Job, log: &str, owned: bool, status: Value) {
-        let name = job.name_any();
-        let owner = json!([{"apiVersion": "batch/v1", "kind": "Job", "name": name,
-                            "uid": job.uid().expect("uid"), "controller": true, "blockOwnerDeletion": true}]);
-        let pod_name = format!("{name}-{}", if owned { "x7k2p" } else { "imposter" });
-        let pod = json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod_name, "labels": {"batch.kubernetes.io/job-name": name},
-                         "ownerReferences": if owned { owner } else { json!([]) },
-                         "annotations": {"mvo-test-apiserver/log": log}},
-            "spec": {"restartPolicy": "Never", "containers": [{"name": "velero-crds", "image": "velero"}]}
-        });
-        let pods = self.api::<Pod>();
-        pods.patch(&pod_name, &PatchParams::apply("kubelet").force(), &Patch::Apply(&pod))
-            .await
-            .expect("pod");
-        pods.patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&json!({"status": status})))
-            .await
-            .expect("pod status");
     }
 
     /// The Deployment controller: the current generation rolled out.
@@ -202,21 +176,6 @@ async fn install(client: &Client) {
 
 fn crds_api(client: &Client) -> Api<CustomResourceDefinition> {
     Api::all(client.clone())
-}
-
-/// CRDs as `velero install --crds-only --dry-run -o yaml` prints them, one per `plural.group`.
-fn crds_yaml(names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|name| {
-            let (plural, group) = name.split_once('.').expect("plural.group");
-            let kind = format!("W{plural}");
-            format!(
-                "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: {name}\nspec:\n  group: {group}\n  names: {{kind: {kind}, listKind: {kind}List, plural: {plural}, singular: {plural}}}\n  scope: Namespaced\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n"
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("---\n")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -473,7 +432,7 @@ async fn sts_install_end_to_end() {
     assert_token_mounted(&f).await;
 
     f.mint_secret("credentials").await;
-    f.complete_job(&crds_yaml(&["backups.velero.io"]), true).await;
+    f.complete_job(&jobs::crd_job_output(&["backups.velero.io"]), true).await;
     f.reconcile().await;
     let bsl = f.dynamic(&build::backup_storage_location()).get("default").await.expect("BSL");
     assert_eq!(bsl.data["spec"]["config"]["enableSharedConfig"], "true");
@@ -524,7 +483,7 @@ async fn wif_install_end_to_end() {
     );
 
     f.mint_secret("service_account.json").await;
-    f.complete_job(&crds_yaml(&["backups.velero.io"]), true).await;
+    f.complete_job(&jobs::crd_job_output(&["backups.velero.io"]), true).await;
     f.reconcile().await;
     let bsl = f.dynamic(&build::backup_storage_location()).get("default").await.expect("BSL");
     assert_eq!(bsl.data["spec"]["config"]["serviceAccount"], GSA);
@@ -562,7 +521,7 @@ async fn ready(f: &Fixture) -> String {
     f.reconcile().await;
     f.mint_secret("credentials").await;
     let crd = f.crd_name("widgets");
-    f.complete_job(&crds_yaml(&[&crd]), true).await;
+    f.complete_job(&jobs::crd_job_output(&[&crd]), true).await;
     f.reconcile().await;
     f.roll_out().await;
     f.reconcile().await;
@@ -597,7 +556,7 @@ async fn a_deleted_velero_crd_is_restored_at_the_next_resync() {
     assert_eq!(f.condition("VeleroReady").await.1, "InstallingVeleroCRDs");
     let rerun = f.job().await;
     assert_ne!(rerun.uid(), job.uid(), "a new run of the Job");
-    f.complete_job(&crds_yaml(&[&crd]), true).await;
+    f.complete_job(&jobs::crd_job_output(&[&crd]), true).await;
     f.reconcile().await;
     assert!(crds.get_opt(&crd).await.expect("get").is_some(), "CRD restored");
 
@@ -616,7 +575,8 @@ async fn a_velero_crd_another_installer_applies_is_then_left_to_it_and_reported(
     let f = in_memory().await;
     let crd = ready(&f).await;
     // OADP takes the CRD over with a server-side apply of the same content.
-    let theirs: CustomResourceDefinition = serde_saphyr::from_str(&crds_yaml(&[&crd])).expect("crd");
+    let theirs: CustomResourceDefinition =
+        serde_saphyr::from_str(&jobs::crd_job_output(&[&crd])).expect("crd");
     let crds = crds_api(&f.client);
     crds.patch(&crd, &PatchParams::apply("oadp-operator").force(), &Patch::Apply(&theirs))
         .await
@@ -661,7 +621,7 @@ async fn a_changed_job_template_creates_a_new_job_and_never_patches_the_old_one(
     assert!(updates.is_empty(), "created, never applied/patched: {updates:?}");
     assert!(f.api::<Job>().get_opt(&old.name_any()).await.expect("get").is_none(), "the old Job is replaced");
     assert_eq!(f.condition("VeleroReady").await.1, "InstallingVeleroCRDs", "new image: CRDs checked again");
-    f.complete_job(&crds_yaml(&[&crd]), true).await;
+    f.complete_job(&jobs::crd_job_output(&[&crd]), true).await;
     f.reconcile().await;
     f.roll_out().await;
     f.reconcile().await;
@@ -674,7 +634,7 @@ async fn a_pod_the_job_does_not_own_is_ignored() {
     f.create(json!({})).await;
     f.reconcile().await;
     let crd = f.crd_name("forged");
-    f.complete_job(&crds_yaml(&[&crd]), false).await;
+    f.complete_job(&jobs::crd_job_output(&[&crd]), false).await;
     f.reconcile().await;
     assert!(crds_api(&f.client).get_opt(&crd).await.expect("get").is_none(), "log of a foreign pod applied");
     assert_eq!(f.condition("VeleroReady").await.1, "InstallingVeleroCRDs");
@@ -687,7 +647,7 @@ async fn output_with_a_crd_outside_velero_io_is_refused_with_a_warning_and_nothi
     f.reconcile().await;
     let ours = f.crd_name("widgets");
     let other = format!("evil{}.example.com", f.namespace.rsplit('-').next().expect("suffix"));
-    f.complete_job(&crds_yaml(&[&ours, &other]), true).await;
+    f.complete_job(&jobs::crd_job_output(&[&ours, &other]), true).await;
     f.reconcile().await;
     f.reconcile().await;
     let crds = crds_api(&f.client);
@@ -710,7 +670,7 @@ async fn a_failed_job_names_the_image_pull_and_runs_again_after_a_wait() {
     let waiting = json!({"phase": "Pending", "containerStatuses": [{"name": "velero-crds", "image": "velero",
         "imageID": "", "ready": false, "restartCount": 0,
         "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"velero\""}}}]});
-    f.job_pod(&job, "", true, waiting).await;
+    jobs::crd_job_pod(&f.client, &job, "", true, waiting).await.expect("CRD Job pod");
     f.reconcile().await;
     let (status, reason, message) = f.condition("VeleroReady").await;
     assert_eq!((status.as_str(), reason.as_str()), ("False", "VeleroCRDJobStuck"));

@@ -9,10 +9,13 @@
 //! - [`proxy`]: [`FaultProxy`], a loopback TCP proxy that stalls or resets connections on demand
 //!   (hung API server calls, cloud timeouts) and can act as an HTTPS `CONNECT` proxy.
 //! - [`mvo`]: the objects the Go managed-velero-operator leaves in a cluster, for takeover tests.
+//! - [`jobs`]: the Job controller and kubelet for the Velero CRD Job, which the test API server
+//!   lacks.
 
 pub mod contract;
 pub mod env;
 pub mod gcs;
+pub mod jobs;
 pub mod memory;
 pub mod mvo;
 pub mod proxy;

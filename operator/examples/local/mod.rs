@@ -11,15 +11,13 @@ use anyhow::{Context as _, bail};
 use k8s_openapi::api::{
     apps::v1::Deployment,
     batch::v1::Job,
-    core::v1::{Namespace, Pod, Secret},
+    core::v1::{Namespace, Secret},
 };
 use kube::{
     Api, Client, CustomResourceExt,
     api::{Patch, PatchParams},
 };
-use mvo_operator::{
-    crd::VeleroInstall, infrastructure::Infrastructure, reconcile::validate::DEFAULT_VELERO_IMAGE,
-};
+use mvo_operator::{crd::VeleroInstall, infrastructure::Infrastructure};
 use mvo_testkit::env::{KubeEnv, S3Env, foreign_crds, install_crds};
 use serde_json::json;
 use tokio::process::Command;
@@ -132,30 +130,8 @@ impl Local {
             jobs.list(&Default::default()).await.ok()?.items.into_iter().next()
         })
         .await?;
-        let job_name = job.metadata.name.clone().unwrap_or_default();
-        let owner = json!([{"apiVersion": "batch/v1", "kind": "Job", "name": job_name,
-                            "uid": job.metadata.uid, "controller": true}]);
-        jobs.patch_status(
-            &job_name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"succeeded": 1}})),
-        )
-        .await?;
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), NAMESPACE);
         let crd_output = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: backups.velero.io\nspec:\n  group: velero.io\n  names: {kind: Backup, listKind: BackupList, plural: backups, singular: backup}\n  scope: Namespaced\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}\n";
-        let pod_name = format!("{job_name}-local");
-        let pod = json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod_name, "labels": {"batch.kubernetes.io/job-name": job_name},
-                         "ownerReferences": owner,
-                         "annotations": {"mvo-test-apiserver/log": crd_output}},
-            "spec": {"restartPolicy": "Never", "containers": [{"name": "velero-crds", "image": DEFAULT_VELERO_IMAGE}]}});
-        pods.patch(&pod_name, &apply(), &Patch::Apply(&pod)).await?;
-        pods.patch_status(
-            &pod_name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"phase": "Succeeded"}})),
-        )
-        .await?;
+        mvo_testkit::jobs::complete_crd_job(&self.client, &job, crd_output, true).await?;
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), NAMESPACE);
         wait_for("Deployment", Duration::from_secs(30), async || deployments.get_opt("velero").await.ok()?)
             .await?;
