@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::owner::Owner;
+use crate::owner::{Owner, TagStyle};
 
 /// Bucket tags (S3) or labels (GCS), ordered by key.
 pub type Tags = BTreeMap<String, String>;
@@ -239,16 +239,16 @@ impl BucketSpec {
         ages
     }
 
-    /// The bucket as it is right after a create: every setting as desired, owner identity as
-    /// S3 tags, or as sanitised GCS labels when `labels` is true.
-    pub fn desired_state(&self, labels: bool) -> BucketState {
+    /// The bucket as it is right after a create: every setting as desired, owner identity in
+    /// `style`.
+    pub fn desired_state(&self, style: TagStyle) -> BucketState {
         BucketState {
             name: self.name.clone(),
             region: self.region.clone(),
             encryption: Some(self.encryption.clone()),
             public_access: PublicAccessBlock::ALL_BLOCKED,
             lifecycle: self.managed_lifecycle(),
-            tags: if labels { self.owner.labels() } else { self.owner.tags() },
+            tags: style.marks(&self.owner),
         }
     }
 
@@ -277,6 +277,12 @@ impl BucketSpec {
     /// The labels to write over `observed` (GCS semantics: sanitised owner labels).
     pub fn merge_labels(&self, observed: &Tags) -> Option<Tags> {
         merge_into(observed, self.owner.labels())
+    }
+
+    /// The owner marks to write over `observed` in `style`, every foreign mark kept; `None` when
+    /// nothing needs to change.
+    pub fn merge_marks(&self, style: TagStyle, observed: &Tags) -> Option<Tags> {
+        merge_into(observed, style.marks(&self.owner))
     }
 }
 
@@ -309,8 +315,8 @@ pub struct BucketState {
 impl BucketState {
     /// The settings in which this bucket differs from `spec`, in [`Setting::ALL`] order.
     ///
-    /// Tags are compared in S3 form when `labels` is false and in sanitised GCS form when true.
-    pub fn drift(&self, spec: &BucketSpec, labels: bool) -> Vec<Setting> {
+    /// Owner marks are compared in the provider's `style`.
+    pub fn drift(&self, spec: &BucketSpec, style: TagStyle) -> Vec<Setting> {
         let mut drifted = Vec::new();
         if !self.encryption_satisfies(&spec.encryption) {
             drifted.push(Setting::Encryption);
@@ -321,12 +327,7 @@ impl BucketState {
         if spec.merge_lifecycle(&self.lifecycle).is_some() {
             drifted.push(Setting::Lifecycle);
         }
-        let tags_drift = if labels {
-            spec.merge_labels(&self.tags).is_some()
-        } else {
-            spec.merge_tags(&self.tags).is_some()
-        };
-        if tags_drift {
+        if spec.merge_marks(style, &self.tags).is_some() {
             drifted.push(Setting::Tags);
         }
         drifted
@@ -468,42 +469,46 @@ mod tests {
     #[test]
     fn desired_state_has_no_drift() {
         let spec = spec();
-        assert!(spec.desired_state(false).drift(&spec, false).is_empty());
+        assert!(spec.desired_state(TagStyle::Tags).drift(&spec, TagStyle::Tags).is_empty());
     }
 
     #[test]
     fn each_setting_drifts_alone() {
         let spec = spec();
-        let mut s = spec.desired_state(false);
+        let mut s = spec.desired_state(TagStyle::Tags);
         s.encryption = None;
-        assert_eq!(s.drift(&spec, false), vec![Setting::Encryption]);
+        assert_eq!(s.drift(&spec, TagStyle::Tags), vec![Setting::Encryption]);
 
-        let mut s = spec.desired_state(false);
+        let mut s = spec.desired_state(TagStyle::Tags);
         s.encryption = Some(Encryption::Kms { key: "k".into() });
-        assert_eq!(s.drift(&spec, false), vec![], "a KMS key satisfies the provider-managed default");
+        assert_eq!(
+            s.drift(&spec, TagStyle::Tags),
+            vec![],
+            "a KMS key satisfies the provider-managed default"
+        );
         let mut kms = spec.clone();
         kms.encryption = Encryption::Kms { key: "wanted".into() };
-        assert_eq!(s.drift(&kms, false), vec![Setting::Encryption], "another key is drift");
+        assert_eq!(s.drift(&kms, TagStyle::Tags), vec![Setting::Encryption], "another key is drift");
 
-        let mut s = spec.desired_state(false);
+        let mut s = spec.desired_state(TagStyle::Tags);
         s.public_access.restrict_public_buckets = false;
-        assert_eq!(s.drift(&spec, false), vec![Setting::PublicAccess]);
+        assert_eq!(s.drift(&spec, TagStyle::Tags), vec![Setting::PublicAccess]);
 
-        let mut s = spec.desired_state(false);
+        let mut s = spec.desired_state(TagStyle::Tags);
         s.lifecycle.clear();
-        assert_eq!(s.drift(&spec, false), vec![Setting::Lifecycle]);
+        assert_eq!(s.drift(&spec, TagStyle::Tags), vec![Setting::Lifecycle]);
 
-        let mut s = spec.desired_state(false);
+        let mut s = spec.desired_state(TagStyle::Tags);
         s.tags.remove(crate::owner::BACKUP_LOCATION_TAG);
-        assert_eq!(s.drift(&spec, false), vec![Setting::Tags]);
+        assert_eq!(s.drift(&spec, TagStyle::Tags), vec![Setting::Tags]);
     }
 
     #[test]
     fn retention_change_is_lifecycle_drift() {
         let mut spec = spec();
-        let state = spec.desired_state(false);
+        let state = spec.desired_state(TagStyle::Tags);
         spec.retention_days = Some(31);
-        assert_eq!(state.drift(&spec, false), vec![Setting::Lifecycle]);
+        assert_eq!(state.drift(&spec, TagStyle::Tags), vec![Setting::Lifecycle]);
     }
 
     #[test]
@@ -543,8 +548,12 @@ mod tests {
         let managed = spec.managed_lifecycle();
         assert_eq!(managed.len(), 1);
         assert!(matches!(managed[0].action, LifecycleAction::AbortIncompleteUpload { .. }));
-        let with_expiry = self::spec().desired_state(false);
-        assert_eq!(with_expiry.drift(&spec, false), vec![Setting::Lifecycle], "our old expiry rule goes");
+        let with_expiry = self::spec().desired_state(TagStyle::Tags);
+        assert_eq!(
+            with_expiry.drift(&spec, TagStyle::Tags),
+            vec![Setting::Lifecycle],
+            "our old expiry rule goes"
+        );
         spec.applied_retention_days = Some(30);
         spec.retention_days = Some(45);
         assert_eq!(spec.managed_expiry_ages(), vec![30, 45]);

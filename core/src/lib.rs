@@ -11,6 +11,7 @@ pub mod error;
 pub mod metering;
 pub mod owner;
 pub mod platform;
+pub mod provider;
 pub mod registry;
 pub mod unsupported;
 pub mod velero;
@@ -21,13 +22,20 @@ pub use bucket::{
 };
 pub use credentials::{Credential, CredentialMaterial, CredentialSource, Secret, StaticCredentialSource};
 pub use error::{Error, Result};
-pub use owner::Owner;
+pub use owner::{Owner, TagStyle};
 pub use platform::{Capabilities, ObjectStore, ObjectStoreExt, Platform, ProviderConfig};
+pub use provider::{
+    FactsInput, FactsReader, NO_SECTION, ProviderFacts, SectionError, SpecFields, SpecSection,
+};
 pub use registry::{ProviderRegistration, Registry, RegistryError};
 pub use unsupported::Unsupported;
 pub use velero::{
-    CredentialsWiring, LocationConfig, ShortLivedError, ShortLivedField, ShortLivedInput, ShortLivedVelero,
+    CredentialsWiring, LocationConfig, ShortLivedError, ShortLivedField, ShortLivedInput, VeleroFacts,
+    VeleroInput,
 };
+
+/// Re-exported so that providers write [`SpecSection::schema`] with the operator's version.
+pub use schemars;
 
 /// Re-exported so that [`register_provider!`] works in crates that do not depend on `inventory`.
 #[doc(hidden)]

@@ -74,6 +74,41 @@ impl Owner {
     }
 }
 
+/// How a provider writes the owner identity on its buckets; declared by the provider
+/// ([`crate::Platform::tag_style`]) so that comparisons (drift, ownership) need no platform name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TagStyle {
+    /// Tags with keys and values as given (S3, Azure blob metadata, the in-memory cloud).
+    #[default]
+    Tags,
+    /// Labels with sanitised keys and values ([`gcs_label`]), as GCS requires.
+    Labels,
+}
+
+impl TagStyle {
+    /// The two owner marks of `owner` in this style.
+    pub fn marks(self, owner: &Owner) -> Tags {
+        match self {
+            TagStyle::Tags => owner.tags(),
+            TagStyle::Labels => owner.labels(),
+        }
+    }
+
+    /// True when `tags` carries both owner marks of `owner` in this style, with exact values.
+    pub fn owns(self, owner: &Owner, tags: &Tags) -> bool {
+        self.marks(owner).iter().all(|(k, v)| tags.get(k) == Some(v))
+    }
+
+    /// The infrastructure name recorded in `tags` in this style, if any (a label value is the
+    /// sanitised name).
+    pub fn claimant(self, tags: &Tags) -> Option<&str> {
+        match self {
+            TagStyle::Tags => Owner::claimed_by(tags),
+            TagStyle::Labels => tags.get(&gcs_label(INFRASTRUCTURE_NAME_TAG)).map(String::as_str),
+        }
+    }
+}
+
 /// Sanitises a tag key or value into a GCS label: lower case, every run of characters outside
 /// `[a-z0-9_-]` replaced by one `-`, at most 63 characters.
 pub fn gcs_label(raw: &str) -> String {
@@ -133,6 +168,17 @@ mod tests {
         assert_eq!(Owner::claimant(&owner.labels()), Some("c1-x"));
         assert_eq!(Owner::claimant(&Tags::new()), None);
         assert!(owner.owns(&owner.tags()) && owner.owns(&owner.labels()));
+    }
+
+    #[test]
+    fn styles_write_and_read_their_own_marks() {
+        let owner = Owner::new("C1.x");
+        assert_eq!(TagStyle::Tags.marks(&owner), owner.tags());
+        assert_eq!(TagStyle::Labels.marks(&owner), owner.labels());
+        assert!(TagStyle::Labels.owns(&owner, &owner.labels()));
+        assert!(!TagStyle::Labels.owns(&owner, &owner.tags()));
+        assert_eq!(TagStyle::Labels.claimant(&owner.labels()), Some("c1-x"));
+        assert_eq!(TagStyle::Tags.claimant(&owner.labels()), None);
     }
 
     #[test]

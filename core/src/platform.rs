@@ -1,6 +1,6 @@
 //! The provider traits: a cloud ([`Platform`]) and its bucket operations ([`ObjectStore`]).
 
-use std::{fmt, path::PathBuf, sync::Arc};
+use std::{collections::BTreeMap, fmt, path::PathBuf, sync::Arc};
 
 use async_trait::async_trait;
 
@@ -9,8 +9,9 @@ use crate::{
     credentials::CredentialSource,
     error::{Error, Result},
     metering::CallCounter,
-    owner::Owner,
-    velero::{CredentialsWiring, LocationConfig, ShortLivedError, ShortLivedInput, ShortLivedVelero},
+    owner::{Owner, TagStyle},
+    provider::SpecFields,
+    velero::{ShortLivedError, VeleroFacts, VeleroInput},
 };
 
 /// What a provider can do. The operator logs what is missing at startup; the contract suite runs
@@ -30,7 +31,7 @@ pub struct Capabilities {
     /// Customer-managed encryption keys are supported.
     pub kms: bool,
     /// Short-lived credentials from a projected service-account token are supported, for the
-    /// operator and for Velero ([`Platform::velero_short_lived`]).
+    /// operator and for Velero ([`VeleroInput::short_lived`]).
     pub workload_identity: bool,
 }
 
@@ -66,10 +67,10 @@ impl Capabilities {
 pub struct ProviderConfig {
     /// `Infrastructure.status.platformStatus.type`, e.g. `AWS`.
     pub platform: String,
-    /// The cluster's region (AWS region, GCP region).
+    /// The cluster's region, as the provider's [`crate::FactsReader`] found it.
     pub region: Option<String>,
-    /// The GCP project ID.
-    pub project_id: Option<String>,
+    /// The provider's further facts ([`crate::ProviderFacts::values`]), by name.
+    pub facts: BTreeMap<String, String>,
     /// `Infrastructure.status.infrastructureName`, the cluster's owner identity.
     pub infrastructure_name: String,
     /// Directory the operator's credentials secret is mounted at.
@@ -81,22 +82,19 @@ pub struct ProviderConfig {
 impl ProviderConfig {
     /// The region, or [`Error::InvalidConfig`] naming the missing fact.
     pub fn require_region(&self) -> Result<&str> {
-        non_empty(self.region.as_deref()).ok_or_else(|| {
-            Error::invalid_config(format!(
-                "platform {} needs a region and the cluster reports none",
-                self.platform
-            ))
-        })
+        non_empty(self.region.as_deref()).ok_or_else(|| self.missing("region"))
     }
 
-    /// The project ID, or [`Error::InvalidConfig`] naming the missing fact.
-    pub fn require_project_id(&self) -> Result<&str> {
-        non_empty(self.project_id.as_deref()).ok_or_else(|| {
-            Error::invalid_config(format!(
-                "platform {} needs a project ID and the cluster reports none",
-                self.platform
-            ))
-        })
+    /// The fact `name` (e.g. `project ID`), or [`Error::InvalidConfig`] naming it.
+    pub fn require(&self, name: &str) -> Result<&str> {
+        non_empty(self.facts.get(name).map(String::as_str)).ok_or_else(|| self.missing(name))
+    }
+
+    fn missing(&self, name: &str) -> Error {
+        Error::invalid_config(format!(
+            "platform {} needs a {name} and the cluster reports none",
+            self.platform
+        ))
     }
 }
 
@@ -104,11 +102,12 @@ fn non_empty(value: Option<&str>) -> Option<&str> {
     value.map(str::trim).filter(|v| !v.is_empty())
 }
 
-/// One cloud: its identity, what it can do, its bucket operations and credentials, and what
-/// Velero needs to use it.
+/// One cloud: its identity, what it can do and declares, its bucket operations and credentials,
+/// and what Velero needs to use it.
 ///
 /// Assumptions: built once at startup from a validated [`ProviderConfig`]; cheap to share behind
-/// an `Arc`.
+/// an `Arc`. Values that may change between reconciles (the provider's spec section) are passed
+/// to each call instead.
 pub trait Platform: Send + Sync + fmt::Debug + 'static {
     /// The platform name, equal to `Infrastructure.status.platformStatus.type` (`AWS`, `GCP`).
     fn name(&self) -> &'static str;
@@ -119,40 +118,33 @@ pub trait Platform: Send + Sync + fmt::Debug + 'static {
     /// What this provider implements.
     fn capabilities(&self) -> Capabilities;
 
-    /// The provider's bucket operations.
-    fn object_store(&self) -> Arc<dyn ObjectStore>;
+    /// How owner marks are written on buckets (tags as given, or sanitised labels).
+    fn tag_style(&self) -> TagStyle {
+        TagStyle::Tags
+    }
+
+    /// Which shared spec fields apply to this provider, and its own spec section.
+    fn spec_fields(&self) -> SpecFields {
+        SpecFields::default()
+    }
+
+    /// The provider's bucket operations for one reconcile, given its spec section (`Value::Null`
+    /// when absent; already checked by [`crate::SpecSection::validate`]).
+    ///
+    /// Errors: [`Error::InvalidConfig`] when the section cannot be used.
+    fn object_store(&self, section: &serde_json::Value) -> Result<Arc<dyn ObjectStore>>;
 
     /// Where the provider's own cloud credentials come from.
     fn credential_source(&self) -> Arc<dyn CredentialSource>;
 
-    /// Velero's BackupStorageLocation / VolumeSnapshotLocation provider and config for `bucket`.
-    fn location_config(&self, bucket: &str) -> LocationConfig;
-
-    /// `spec.providerSpec` of Velero's CredentialsRequest, least privilege for `bucket`.
-    fn velero_credentials_request(&self, bucket: &str) -> serde_json::Value;
-
-    /// The Velero plugin image for this cloud (pinned default).
-    fn velero_plugin_image(&self) -> &str;
-
-    /// How Velero's container receives its credentials.
-    fn velero_credentials(&self) -> CredentialsWiring;
-
-    /// Velero's CredentialsRequest provider spec and BSL/VSL config for `bucket` on a cluster
-    /// whose credential operator only writes token-based credentials (AWS STS, GCP workload
-    /// identity federation). The operator mounts the projected token at
-    /// [`crate::velero::CLOUD_TOKEN_PATH`] and sets `spec.cloudTokenPath` to it.
+    /// What Velero needs on this cloud for `input.bucket`: plugin image, location config,
+    /// CredentialsRequest provider spec and credentials wiring, for long-lived keys or, when
+    /// `input.short_lived` is set, for a projected token.
     ///
-    /// Errors: [`ShortLivedError::Missing`] naming the inputs this cloud needs and lacks;
-    /// [`ShortLivedError::NotSupported`] (the default) when the provider does not wire it, in
-    /// which case it must not claim [`Capabilities::workload_identity`].
-    fn velero_short_lived(
-        &self,
-        bucket: &str,
-        input: &ShortLivedInput,
-    ) -> std::result::Result<ShortLivedVelero, ShortLivedError> {
-        let _ = (bucket, input);
-        Err(ShortLivedError::NotSupported)
-    }
+    /// Errors: [`ShortLivedError::Missing`] naming the short-lived inputs this cloud needs and
+    /// lacks; [`ShortLivedError::NotSupported`] when the provider does not wire short-lived
+    /// credentials, in which case it must not claim [`Capabilities::workload_identity`].
+    fn velero(&self, input: &VeleroInput<'_>) -> std::result::Result<VeleroFacts, ShortLivedError>;
 
     /// The counts of cloud calls this provider made, for metrics; `None` when it does not count.
     fn call_counter(&self) -> Option<CallCounter> {
@@ -217,14 +209,16 @@ mod tests {
 
     #[test]
     fn required_facts_are_named_when_missing() {
-        let cfg = ProviderConfig { platform: "AWS".into(), region: Some("  ".into()), ..Default::default() };
+        let cfg = ProviderConfig { platform: "Toy".into(), region: Some("  ".into()), ..Default::default() };
         let err = cfg.require_region().expect_err("blank region");
         assert_eq!(
             err.to_string(),
-            "invalid configuration: platform AWS needs a region and the cluster reports none"
+            "invalid configuration: platform Toy needs a region and the cluster reports none"
         );
-        let cfg =
-            ProviderConfig { platform: "GCP".into(), project_id: Some("p".into()), ..Default::default() };
-        assert_eq!(cfg.require_project_id().expect("project"), "p");
+        let facts = BTreeMap::from([("project ID".to_owned(), "p".to_owned())]);
+        let cfg = ProviderConfig { platform: "Toy".into(), facts, ..Default::default() };
+        assert_eq!(cfg.require("project ID").expect("project"), "p");
+        let err = cfg.require("resource group").expect_err("absent");
+        assert!(err.to_string().contains("needs a resource group"), "{err}");
     }
 }

@@ -12,9 +12,12 @@ use std::{
 use crate::{
     error::Result,
     platform::{Platform, ProviderConfig},
+    provider::{FactsInput, FactsReader, ProviderFacts, SpecSection},
 };
 
-/// One provider's entry in the registry, submitted with [`register_provider!`].
+/// One provider's entry in the registry, submitted with [`register_provider!`]: its platform
+/// name, its constructor, and what it declares before it is built (the cluster facts it reads,
+/// its spec section for the CRD).
 #[derive(Debug)]
 pub struct ProviderRegistration {
     /// The platform name it serves, equal to `Infrastructure.status.platformStatus.type`.
@@ -22,31 +25,74 @@ pub struct ProviderRegistration {
     /// Builds the provider; validates the cluster facts it needs (region, project) and returns
     /// [`crate::Error::InvalidConfig`] naming a missing one.
     pub build: fn(&ProviderConfig) -> Result<Arc<dyn Platform>>,
+    /// Where its cluster facts are and how to read them; `None` when it needs none.
+    pub facts: Option<FactsReader>,
+    /// Its section of the `VeleroInstall` spec, merged into the generated CRD; the built
+    /// platform reports the same one in [`Platform::spec_fields`].
+    pub section: Option<&'static SpecSection>,
 }
 
 impl ProviderRegistration {
-    /// A registration; `const` so it can be submitted at link time.
+    /// A registration that reads no cluster facts and owns no spec section; `const` so it can be
+    /// submitted at link time.
     pub const fn new(
         platform: &'static str,
         build: fn(&ProviderConfig) -> Result<Arc<dyn Platform>>,
     ) -> Self {
-        ProviderRegistration { platform, build }
+        ProviderRegistration { platform, build, facts: None, section: None }
+    }
+
+    /// This registration reading its cluster facts with `read` from
+    /// `Infrastructure.status.platformStatus.<key>` and the install-config's `platform.<key>`.
+    pub const fn with_facts(
+        mut self,
+        key: &'static str,
+        read: fn(&FactsInput<'_>) -> std::result::Result<ProviderFacts, String>,
+    ) -> Self {
+        self.facts = Some(FactsReader { key, read });
+        self
+    }
+
+    /// This registration owning `section` of the `VeleroInstall` spec.
+    pub const fn with_section(mut self, section: &'static SpecSection) -> Self {
+        self.section = Some(section);
+        self
+    }
+
+    /// The provider's facts from the raw cluster data; empty and complete when it declares none.
+    ///
+    /// Errors: the provider's reason when the data is malformed.
+    pub fn read_facts(&self, input: &FactsInput<'_>) -> std::result::Result<ProviderFacts, String> {
+        match &self.facts {
+            Some(reader) => (reader.read)(input),
+            None => Ok(ProviderFacts { complete: true, ..Default::default() }),
+        }
     }
 }
 
 inventory::collect!(ProviderRegistration);
 
-/// Registers a provider under a platform name. Use once, at the bottom of the provider's
-/// `lib.rs`:
+/// Registers a provider. Use once, at the bottom of the provider's `lib.rs`, either with a
+/// platform name and constructor, or with a full [`ProviderRegistration`]:
 ///
 /// ```ignore
 /// mvo_core::register_provider!("AWS", AwsPlatform::build);
+/// mvo_core::register_provider!(
+///     ProviderRegistration::new("Azure", AzurePlatform::build)
+///         .with_facts("azure", facts::read)
+///         .with_section(&SECTION)
+/// );
 /// ```
 #[macro_export]
 macro_rules! register_provider {
     ($platform:expr, $build:expr) => {
         $crate::inventory::submit! {
             $crate::registry::ProviderRegistration::new($platform, $build)
+        }
+    };
+    ($registration:expr) => {
+        $crate::inventory::submit! {
+            $registration
         }
     };
 }
@@ -105,6 +151,11 @@ impl Registry {
         self.providers.keys().copied().collect()
     }
 
+    /// Every registration, sorted by platform name.
+    pub fn registrations(&self) -> impl Iterator<Item = &'static ProviderRegistration> + '_ {
+        self.providers.values().copied()
+    }
+
     /// The registration serving `platform`.
     ///
     /// Errors: [`RegistryError::Unsupported`] listing the registered names.
@@ -141,6 +192,25 @@ mod tests {
         let registry = Registry::from_registrations([&BETA, &ALPHA]).expect("no duplicates");
         let err = registry.get("Azure").expect_err("not registered");
         assert_eq!(err.to_string(), r#"platform "Azure" is not supported; supported platforms: ALPHA, BETA"#);
+    }
+
+    fn facts(input: &FactsInput<'_>) -> std::result::Result<ProviderFacts, String> {
+        let region = crate::provider::text_field(input.platform_status, "region")?;
+        Ok(ProviderFacts { complete: region.is_some(), region, ..Default::default() })
+    }
+
+    static GAMMA: ProviderRegistration =
+        ProviderRegistration::new("GAMMA", refuse).with_facts("gamma", facts);
+
+    #[test]
+    fn facts_are_read_by_the_provider_or_empty() {
+        let status = serde_json::json!({"region": "r1"});
+        let input = FactsInput { platform_status: Some(&status), install_config: None };
+        let read = GAMMA.read_facts(&input).expect("facts");
+        assert_eq!((read.region.as_deref(), read.complete), (Some("r1"), true));
+        assert_eq!(GAMMA.facts.map(|f| f.key), Some("gamma"));
+        let none = ALPHA.read_facts(&input).expect("no facts declared");
+        assert_eq!(none, ProviderFacts { complete: true, ..Default::default() });
     }
 
     #[test]

@@ -63,14 +63,31 @@ pub enum ShortLivedField {
     Audience,
 }
 
-/// Velero's cloud configuration on a token-based cluster.
+/// What the operator asks a provider about Velero for one reconcile.
+#[derive(Debug, Clone, Copy)]
+pub struct VeleroInput<'a> {
+    /// The backup bucket.
+    pub bucket: &'a str,
+    /// The provider's own spec section ([`crate::SpecSection`]); `Value::Null` when absent.
+    pub section: &'a serde_json::Value,
+    /// Set on a cluster whose credential operator only writes token-based credentials (AWS STS,
+    /// GCP workload identity federation): the identity Velero exchanges its projected token for.
+    /// The operator mounts that token at [`CLOUD_TOKEN_PATH`] and sets `spec.cloudTokenPath`.
+    pub short_lived: Option<&'a ShortLivedInput>,
+}
+
+/// Everything Velero needs from a cloud, as plain data.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ShortLivedVelero {
-    /// `spec.providerSpec` of Velero's CredentialsRequest, naming the role/service account so the
-    /// credential operator writes a token-based credentials file instead of minting keys.
-    pub provider_spec: serde_json::Value,
-    /// The BSL/VSL config, with what the cloud's Velero plugin needs to use that file.
+pub struct VeleroFacts {
+    /// The pinned Velero plugin image for this cloud (the spec and `RELATED_IMAGE_*` override it).
+    pub plugin_image: String,
+    /// BackupStorageLocation / VolumeSnapshotLocation provider and config.
     pub location: LocationConfig,
+    /// `spec.providerSpec` of Velero's CredentialsRequest, least privilege for the bucket (naming
+    /// the role / service account on a token-based cluster).
+    pub credentials_request: serde_json::Value,
+    /// How Velero's container receives its credentials.
+    pub credentials: CredentialsWiring,
 }
 
 /// Why a provider cannot give Velero short-lived credentials.

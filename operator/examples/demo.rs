@@ -107,7 +107,8 @@ async fn demo(log: &Path) -> anyhow::Result<()> {
         endpoint: Some(local.s3.endpoint().to_owned()),
         ..Default::default()
     })?;
-    let state = aws.object_store().observe_bucket(&bucket).await?;
+    let state =
+        aws.object_store(&mvo_core::NO_SECTION).expect("object store").observe_bucket(&bucket).await?;
     println!("   region             {}", state.region);
     let encryption = state.encryption.as_ref().map_or_else(|| "none".to_owned(), ToString::to_string);
     println!("   encryption         {encryption}");

@@ -133,13 +133,13 @@ async fn prepare(args: &RunArgs) -> Result<Prepared, RunError> {
         kube::Config::infer().await.map_err(|e| anyhow::Error::new(e).context("reading the kubeconfig"))?;
     let client = Client::try_from(health::with_deadlines(config))
         .map_err(|e| anyhow::Error::new(e).context("connecting to Kubernetes"))?;
-    let facts = match startup::discover_facts(&client).await {
+    let registry = mvo_core::Registry::global().map_err(StartupError::UnsupportedPlatform)?;
+    let facts = match startup::discover_facts(&client, registry).await {
         Err(StartupError::Facts(FactsError::NoPlatformType)) => {
             Err(StartupError::NoPlatformType { supported: providers::registered_platforms().join(", ") })
         }
         other => other,
     }?;
-    let registry = mvo_core::Registry::global().map_err(StartupError::UnsupportedPlatform)?;
     let settings = ProviderSettings {
         credentials_dir: args.credentials_dir.clone(),
         endpoint: args.cloud_endpoint.clone(),

@@ -5,11 +5,17 @@
 //! is optional; an empty spec means MVO's behaviour. What the schema can check, it checks, so the
 //! API server rejects bad specs before the operator sees them.
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps,
+};
 use k8s_openapi::{
     api::core::v1::ResourceRequirements,
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
 };
 use kube::{CustomResource, KubeSchema};
+use mvo_core::SpecSection;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +76,19 @@ pub struct VeleroInstallSpec {
     /// operator's `MVO_VELERO_*` environment variables.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub short_lived_credentials: Option<ShortLivedCredentialsSpec>,
+
+    /// The providers' own sections (`spec.<key>`), as plain JSON: their schemas are merged into
+    /// the CRD by [`crd`] from the registry, so the operator's types never name a cloud's fields.
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub sections: BTreeMap<String, serde_json::Value>,
+}
+
+impl VeleroInstallSpec {
+    /// The provider section `key` as given, or `Value::Null` when absent.
+    pub fn section(&self, key: Option<&str>) -> &serde_json::Value {
+        key.and_then(|k| self.sections.get(k)).unwrap_or(&mvo_core::NO_SECTION)
+    }
 }
 
 /// Velero's role (AWS) or service account and pool provider (GCP) on token-based clusters.
@@ -204,10 +223,52 @@ fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Sch
     schema
 }
 
+/// The CRD with every linked provider's spec section merged into `spec`, exactly as
+/// `deploy/crds/` holds it for the default build.
+pub fn crd() -> CustomResourceDefinition {
+    let sections: Vec<&SpecSection> = mvo_core::Registry::global()
+        .map(|r| r.registrations().filter_map(|r| r.section).collect())
+        .unwrap_or_default();
+    crd_with(&sections)
+}
+
+/// The CRD with `sections` merged into `spec`, each with the same structural-schema rules kube
+/// applies to the operator's own types.
+pub fn crd_with(sections: &[&SpecSection]) -> CustomResourceDefinition {
+    use kube::CustomResourceExt;
+    let mut crd = VeleroInstall::crd();
+    let mut generator = schemars::generate::SchemaSettings::openapi3()
+        .with(|s| {
+            s.inline_subschemas = true;
+            s.meta_schema = None;
+        })
+        .with_transform(schemars::transform::AddNullable::default())
+        .with_transform(kube::core::schema::StructuralSchemaRewriter)
+        .with_transform(kube::core::schema::OptionalEnum)
+        .with_transform(kube::core::schema::OptionalIntOrString)
+        .into_generator();
+    for section in sections {
+        let mut schema = (section.schema)(&mut generator);
+        for transform in generator.transforms_mut() {
+            transform.transform(&mut schema);
+        }
+        let Ok(props) = serde_json::to_value(&schema).and_then(serde_json::from_value::<JSONSchemaProps>)
+        else {
+            continue;
+        };
+        let spec = crd.spec.versions.iter_mut().filter_map(|v| {
+            v.schema.as_mut()?.open_api_v3_schema.as_mut()?.properties.as_mut()?.get_mut("spec")
+        });
+        for spec in spec {
+            spec.properties.get_or_insert_default().insert(section.key.to_owned(), props.clone());
+        }
+    }
+    crd
+}
+
 /// The CRD as YAML, exactly as `deploy/crds/` holds it.
 pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
-    use kube::CustomResourceExt;
-    serde_saphyr::to_string(&VeleroInstall::crd())
+    serde_saphyr::to_string(&crd())
 }
 
 #[cfg(test)]
@@ -218,7 +279,7 @@ mod tests {
     use super::*;
 
     fn schema() -> Value {
-        let crd = serde_json::to_value(VeleroInstall::crd()).expect("crd serialises");
+        let crd = serde_json::to_value(crd()).expect("crd serialises");
         crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
     }
 
@@ -271,6 +332,44 @@ mod tests {
         assert!(bucket["properties"]["kmsKeyID"]["pattern"].is_string());
         let rules = bucket["x-kubernetes-validations"].to_string();
         assert!(rules.contains("has(self.kmsKeyID) && has(self.kmsKeyName)"), "{rules}");
+    }
+
+    #[derive(JsonSchema, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    #[allow(dead_code)]
+    struct ToySpec {
+        /// The toy account.
+        #[schemars(length(min = 3, max = 24), regex(pattern = r"^[a-z0-9]+$"))]
+        account_name: Option<String>,
+    }
+
+    fn accept(_: &Value) -> Result<(), mvo_core::SectionError> {
+        Ok(())
+    }
+
+    static TOY: SpecSection =
+        SpecSection { key: "toy", schema: |g| g.subschema_for::<ToySpec>(), validate: accept };
+
+    #[test]
+    fn provider_sections_are_merged_into_the_spec_and_kept_on_objects() {
+        let crd = serde_json::to_value(crd_with(&[&TOY])).expect("crd serialises");
+        let spec =
+            &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        let account = &spec["toy"]["properties"]["accountName"];
+        assert_eq!((account["type"].as_str(), account["maxLength"].as_u64()), (Some("string"), Some(24)));
+        assert_eq!(account["pattern"], "^[a-z0-9]+$");
+        assert!(spec["storageBucket"].is_object(), "the operator's own fields stay");
+        assert!(spec["toy"].get("$schema").is_none() && spec["toy"].get("definitions").is_none());
+
+        let vi: VeleroInstall = serde_json::from_value(json!({
+            "apiVersion": "managed.openshift.io/v1alpha2", "kind": "VeleroInstall",
+            "metadata": {"name": "cluster"}, "spec": {"toy": {"accountName": "abc"}, "backupRetentionDays": 3}
+        }))
+        .expect("parses");
+        assert_eq!(vi.spec.section(Some("toy")), &json!({"accountName": "abc"}));
+        assert_eq!(vi.spec.section(Some("other")), &Value::Null);
+        assert_eq!(vi.spec.section(None), &Value::Null);
+        assert_eq!(serde_json::to_value(&vi.spec).expect("serialises")["toy"]["accountName"], "abc");
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! Only the fields read are modelled. [`resolve_facts`] is pure so every startup row of the
 //! bad-input table is a unit test.
 
+use std::collections::BTreeMap;
+
 use kube::CustomResource;
+use mvo_core::{FactsInput, ProviderFacts, ProviderRegistration};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -43,37 +46,17 @@ pub struct InfrastructureStatus {
     pub platform_status: Option<PlatformStatus>,
 }
 
-/// `status.platformStatus`.
+/// `status.platformStatus`: the platform type and one section per cloud, kept as plain JSON. The
+/// operator knows no cloud's section: the provider registered for the type declares its key and
+/// reads its section itself ([`mvo_core::FactsReader`]).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct PlatformStatus {
-    /// `AWS`, `GCP`, `Azure`, `None`, …
+    /// The platform type; the values this operator serves are the registry's platform names.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub platform_type: Option<String>,
-    /// AWS facts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aws: Option<AwsPlatformStatus>,
-    /// GCP facts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gcp: Option<GcpPlatformStatus>,
-}
-
-/// `status.platformStatus.aws`.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-pub struct AwsPlatformStatus {
-    /// The cluster's AWS region.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-}
-
-/// `status.platformStatus.gcp`.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-pub struct GcpPlatformStatus {
-    /// The GCP project ID.
-    #[serde(rename = "projectID", default, skip_serializing_if = "Option::is_none")]
-    pub project_id: Option<String>,
-    /// The cluster's GCP region.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
+    /// The per-cloud sections (`aws`, `gcp`, `azure`, …), by key.
+    #[serde(flatten)]
+    pub sections: BTreeMap<String, serde_json::Value>,
 }
 
 /// OpenShift's cluster-scoped `CloudCredential` (`operator.openshift.io/v1`, named `cluster`):
@@ -120,12 +103,10 @@ pub fn token_based(
 pub struct ClusterFacts {
     /// Platform type (`AWS`, `GCP`, …), as the registry knows providers.
     pub platform: String,
-    /// Region, when known.
-    pub region: Option<String>,
-    /// GCP project, when known.
-    pub project_id: Option<String>,
     /// The cluster's infrastructure name.
     pub infrastructure_name: String,
+    /// What the platform's provider read from the cluster.
+    pub provider: ProviderFacts,
 }
 
 /// Why the cluster facts could not be determined.
@@ -143,112 +124,87 @@ pub enum FactsError {
     NoPlatformType,
     /// The fallback ConfigMap is missing or lacks the key.
     #[error(
-        "the cluster's region is not in Infrastructure/cluster and ConfigMap {INSTALL_CONFIG_NAMESPACE}/{INSTALL_CONFIG_CONFIGMAP} has no key {INSTALL_CONFIG_KEY:?}"
+        "the cluster's {platform} facts are incomplete in Infrastructure/cluster and ConfigMap {INSTALL_CONFIG_NAMESPACE}/{INSTALL_CONFIG_CONFIGMAP} has no key {INSTALL_CONFIG_KEY:?}"
     )]
-    NoInstallConfig,
+    NoInstallConfig {
+        /// The platform whose provider asked for the fallback.
+        platform: String,
+    },
     /// The fallback install-config is not valid YAML of the expected shape.
     #[error(
         "malformed {INSTALL_CONFIG_KEY:?} in ConfigMap {INSTALL_CONFIG_NAMESPACE}/{INSTALL_CONFIG_CONFIGMAP}: {reason}"
     )]
     MalformedInstallConfig {
-        /// The parser's explanation.
+        /// The parser's (or provider's) explanation.
         reason: String,
     },
-}
-
-/// The parts of the installer's `install-config` used as fallback.
-#[derive(Deserialize, Debug, Default)]
-struct InstallConfig {
-    #[serde(default)]
-    platform: InstallPlatform,
-}
-
-#[derive(Deserialize, Debug, Default)]
-struct InstallPlatform {
-    aws: Option<InstallAws>,
-    gcp: Option<InstallGcp>,
-}
-
-#[derive(Deserialize, Debug)]
-struct InstallAws {
-    region: Option<String>,
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(rename_all = "camelCase")]
-struct InstallGcp {
-    #[serde(rename = "projectID")]
-    project_id: Option<String>,
-    region: Option<String>,
+    /// The provider's section of `status.platformStatus` is not of the shape it reads.
+    #[error("malformed status.platformStatus of Infrastructure/cluster: {reason}")]
+    MalformedPlatformStatus {
+        /// The provider's explanation.
+        reason: String,
+    },
 }
 
 fn non_empty(value: Option<&String>) -> Option<String> {
     value.map(|v| v.trim()).filter(|v| !v.is_empty()).map(str::to_owned)
 }
 
-/// Whether [`resolve_facts`] will need the install-config fallback for this object, so the caller
-/// reads the ConfigMap only then.
-pub fn needs_install_config(infra: &Infrastructure) -> bool {
-    let Some(platform_status) = infra.status.as_ref().and_then(|s| s.platform_status.as_ref()) else {
-        return true;
-    };
-    match platform_status.platform_type.as_deref() {
-        Some("AWS") => non_empty(platform_status.aws.as_ref().and_then(|a| a.region.as_ref())).is_none(),
-        Some("GCP") => {
-            let gcp = platform_status.gcp.as_ref();
-            non_empty(gcp.and_then(|g| g.region.as_ref())).is_none()
-                || non_empty(gcp.and_then(|g| g.project_id.as_ref())).is_none()
-        }
-        _ => false,
-    }
+/// The cluster's platform type and infrastructure name: what picks the provider.
+pub fn identify(infra: &Infrastructure) -> Result<(String, String), FactsError> {
+    let status = infra.status.as_ref();
+    let infrastructure_name = non_empty(status.and_then(|s| s.infrastructure_name.as_ref()))
+        .ok_or(FactsError::NoInfrastructureName)?;
+    let platform_type =
+        status.and_then(|s| s.platform_status.as_ref()).and_then(|p| p.platform_type.as_ref());
+    let platform = non_empty(platform_type)
+        .or_else(|| non_empty(status.and_then(|s| s.platform.as_ref())))
+        .ok_or(FactsError::NoPlatformType)?;
+    Ok((platform, infrastructure_name))
 }
 
-/// Determines the cluster facts from the Infrastructure object and, where it is silent, from the
-/// install-config YAML (`None` when the ConfigMap or key is absent).
+fn status_section<'a>(
+    infra: &'a Infrastructure,
+    registration: &ProviderRegistration,
+) -> Option<&'a serde_json::Value> {
+    let key = registration.facts.as_ref()?.key;
+    infra.status.as_ref()?.platform_status.as_ref()?.sections.get(key).filter(|v| !v.is_null())
+}
+
+/// Whether the provider finds its facts incomplete in `Infrastructure`, so the caller reads the
+/// install-config ConfigMap (only then).
+pub fn needs_install_config(infra: &Infrastructure, registration: &ProviderRegistration) -> bool {
+    let input = FactsInput { platform_status: status_section(infra, registration), install_config: None };
+    registration.read_facts(&input).is_ok_and(|facts| !facts.complete)
+}
+
+/// Determines the cluster facts for `registration`'s provider from the Infrastructure object and,
+/// where the provider finds them incomplete, from the install-config YAML (`None` when the
+/// ConfigMap or key is absent).
 ///
-/// Whether the facts suffice for the platform (region, project) is the provider's check, made
-/// when it is built.
+/// Whether the facts suffice (region, project) is the provider's check, made when it is built.
 pub fn resolve_facts(
     infra: &Infrastructure,
+    registration: &ProviderRegistration,
     install_config: Option<&str>,
 ) -> Result<ClusterFacts, FactsError> {
-    let status = infra.status.clone().unwrap_or_default();
-    let infrastructure_name =
-        non_empty(status.infrastructure_name.as_ref()).ok_or(FactsError::NoInfrastructureName)?;
-    let platform_status = status.platform_status.clone().unwrap_or_default();
-    let platform = non_empty(platform_status.platform_type.as_ref())
-        .or_else(|| non_empty(status.platform.as_ref()))
-        .ok_or(FactsError::NoPlatformType)?;
-
-    let mut facts = ClusterFacts { platform, region: None, project_id: None, infrastructure_name };
-    match facts.platform.as_str() {
-        "AWS" => facts.region = non_empty(platform_status.aws.as_ref().and_then(|a| a.region.as_ref())),
-        "GCP" => {
-            let gcp = platform_status.gcp.as_ref();
-            facts.region = non_empty(gcp.and_then(|g| g.region.as_ref()));
-            facts.project_id = non_empty(gcp.and_then(|g| g.project_id.as_ref()));
-        }
-        _ => return Ok(facts),
+    let (platform, infrastructure_name) = identify(infra)?;
+    let platform_status = status_section(infra, registration);
+    let mut input = FactsInput { platform_status, install_config: None };
+    let mut provider =
+        registration.read_facts(&input).map_err(|reason| FactsError::MalformedPlatformStatus { reason })?;
+    if !provider.complete {
+        let raw = install_config.ok_or_else(|| FactsError::NoInstallConfig { platform: platform.clone() })?;
+        let parsed: serde_json::Value = serde_saphyr::from_str(raw)
+            .map_err(|err| FactsError::MalformedInstallConfig { reason: err.to_string() })?;
+        let key = registration.facts.as_ref().map(|f| f.key).unwrap_or_default();
+        let section = parsed.get("platform").and_then(|p| p.get(key)).filter(|v| !v.is_null());
+        input.install_config = section;
+        provider = registration.read_facts(&input).map_err(|reason| FactsError::MalformedInstallConfig {
+            reason: format!("platform.{key}: {reason}"),
+        })?;
     }
-    if !needs_install_config(infra) {
-        return Ok(facts);
-    }
-    let raw = install_config.ok_or(FactsError::NoInstallConfig)?;
-    let parsed: InstallConfig = serde_saphyr::from_str(raw)
-        .map_err(|err| FactsError::MalformedInstallConfig { reason: err.to_string() })?;
-    match facts.platform.as_str() {
-        "AWS" => {
-            let aws = parsed.platform.aws.as_ref();
-            facts.region = facts.region.or_else(|| non_empty(aws.and_then(|a| a.region.as_ref())));
-        }
-        _ => {
-            let gcp = parsed.platform.gcp.as_ref();
-            facts.region = facts.region.or_else(|| non_empty(gcp.and_then(|g| g.region.as_ref())));
-            facts.project_id =
-                facts.project_id.or_else(|| non_empty(gcp.and_then(|g| g.project_id.as_ref())));
-        }
-    }
-    Ok(facts)
+    Ok(ClusterFacts { platform, infrastructure_name, provider })
 }
 
 #[cfg(test)]
@@ -284,73 +240,70 @@ mod tests {
         assert!(!token_based(None, Some(&auth(issuer))));
     }
 
+    fn read_toy(input: &FactsInput<'_>) -> Result<ProviderFacts, String> {
+        let region = match mvo_core::provider::text_field(input.platform_status, "region")? {
+            Some(region) => Some(region),
+            None => mvo_core::provider::text_field(input.install_config, "region")?,
+        };
+        Ok(ProviderFacts { complete: region.is_some(), region, ..Default::default() })
+    }
+
+    fn refuse(_: &mvo_core::ProviderConfig) -> mvo_core::Result<std::sync::Arc<dyn mvo_core::Platform>> {
+        Err(mvo_core::Error::invalid_config("not built in these tests"))
+    }
+
+    /// A provider of platform `Toy` reading `region` from its `toy` sections.
+    static TOY: ProviderRegistration = ProviderRegistration::new("Toy", refuse).with_facts("toy", read_toy);
+    /// A provider that reads no facts.
+    static BARE: ProviderRegistration = ProviderRegistration::new("Bare", refuse);
+
     #[test]
-    fn aws_from_platform_status() {
+    fn the_provider_reads_its_own_status_section() {
         let i = infra(json!({
-            "infrastructureName": "c1-x8k2p", "platform": "AWS",
-            "platformStatus": {"type": "AWS", "aws": {"region": "eu-west-1"}}
+            "infrastructureName": "c1-x8k2p", "platform": "Toy",
+            "platformStatus": {"type": "Toy", "toy": {"region": "eu-west-1"}, "other": {"region": "x"}}
         }));
-        assert!(!needs_install_config(&i));
-        let facts = resolve_facts(&i, None).expect("facts");
-        assert_eq!(
-            facts,
-            ClusterFacts {
-                platform: "AWS".into(),
-                region: Some("eu-west-1".into()),
-                project_id: None,
-                infrastructure_name: "c1-x8k2p".into()
-            }
-        );
+        assert!(!needs_install_config(&i, &TOY));
+        let facts = resolve_facts(&i, &TOY, None).expect("facts");
+        assert_eq!((facts.platform.as_str(), facts.infrastructure_name.as_str()), ("Toy", "c1-x8k2p"));
+        assert_eq!((facts.provider.region.as_deref(), facts.provider.complete), (Some("eu-west-1"), true));
     }
 
     #[test]
-    fn gcp_from_platform_status() {
-        let i = infra(json!({
-            "infrastructureName": "c2",
-            "platformStatus": {"type": "GCP", "gcp": {"projectID": "proj-1", "region": "us-central1"}}
-        }));
-        let facts = resolve_facts(&i, None).expect("facts");
-        assert_eq!(
-            (facts.project_id.as_deref(), facts.region.as_deref()),
-            (Some("proj-1"), Some("us-central1"))
-        );
+    fn a_provider_without_facts_needs_nothing() {
+        let i = infra(json!({"infrastructureName": "c", "platformStatus": {"type": "Bare"}}));
+        assert!(!needs_install_config(&i, &BARE));
+        assert_eq!(resolve_facts(&i, &BARE, None).expect("facts").provider.region, None);
     }
 
     #[test]
     fn old_clusters_fall_back_to_deprecated_platform_and_install_config() {
-        let i = infra(json!({"infrastructureName": "old", "platform": "AWS"}));
-        assert!(needs_install_config(&i));
-        let cfg = "apiVersion: v1\nplatform:\n  aws:\n    region: us-east-2\n";
-        let facts = resolve_facts(&i, Some(cfg)).expect("facts");
-        assert_eq!((facts.platform.as_str(), facts.region.as_deref()), ("AWS", Some("us-east-2")));
+        let i = infra(json!({"infrastructureName": "old", "platform": "Toy"}));
+        assert!(needs_install_config(&i, &TOY));
+        let cfg = "apiVersion: v1\nplatform:\n  toy:\n    region: us-east-2\n";
+        let facts = resolve_facts(&i, &TOY, Some(cfg)).expect("facts");
+        assert_eq!((facts.platform.as_str(), facts.provider.region.as_deref()), ("Toy", Some("us-east-2")));
     }
 
     #[test]
-    fn aws_without_region_uses_install_config() {
-        let i = infra(json!({"infrastructureName": "c", "platformStatus": {"type": "AWS"}}));
-        let facts = resolve_facts(&i, Some("platform:\n  aws:\n    region: ap-south-1\n")).expect("facts");
-        assert_eq!(facts.region.as_deref(), Some("ap-south-1"));
-    }
-
-    #[test]
-    fn aws_without_region_anywhere_leaves_it_to_the_provider() {
-        let i = infra(json!({"infrastructureName": "c", "platformStatus": {"type": "AWS"}}));
-        let facts = resolve_facts(&i, Some("platform:\n  none: {}\n")).expect("facts");
-        assert_eq!(facts.region, None);
+    fn without_the_fact_anywhere_it_is_left_to_the_provider() {
+        let i = infra(json!({"infrastructureName": "c", "platformStatus": {"type": "Toy"}}));
+        let facts = resolve_facts(&i, &TOY, Some("platform:\n  none: {}\n")).expect("facts");
+        assert_eq!(facts.provider.region, None);
     }
 
     #[test]
     fn missing_install_config_is_named() {
-        let i = infra(json!({"infrastructureName": "c", "platformStatus": {"type": "AWS"}}));
-        let err = resolve_facts(&i, None).expect_err("no fallback");
-        assert_eq!(err, FactsError::NoInstallConfig);
+        let i = infra(json!({"infrastructureName": "c", "platformStatus": {"type": "Toy"}}));
+        let err = resolve_facts(&i, &TOY, None).expect_err("no fallback");
+        assert_eq!(err, FactsError::NoInstallConfig { platform: "Toy".into() });
         assert!(err.to_string().contains("kube-system/cluster-config-v1"));
     }
 
     #[test]
     fn malformed_install_config_names_configmap_and_key() {
-        let i = infra(json!({"infrastructureName": "c", "platform": "AWS"}));
-        let err = resolve_facts(&i, Some("platform: [unclosed")).expect_err("malformed");
+        let i = infra(json!({"infrastructureName": "c", "platform": "Toy"}));
+        let err = resolve_facts(&i, &TOY, Some("platform: [unclosed")).expect_err("malformed");
         assert!(matches!(err, FactsError::MalformedInstallConfig { .. }));
         let line = err.to_string();
         assert!(
@@ -361,28 +314,30 @@ mod tests {
 
     #[test]
     fn install_config_of_the_wrong_shape_is_malformed() {
-        let i = infra(json!({"infrastructureName": "c", "platform": "AWS"}));
-        let err = resolve_facts(&i, Some("platform:\n  aws: [1, 2]\n")).expect_err("wrong shape");
+        let i = infra(json!({"infrastructureName": "c", "platform": "Toy"}));
+        let err = resolve_facts(&i, &TOY, Some("platform:\n  toy:\n    region: [1, 2]\n"))
+            .expect_err("wrong shape");
         assert!(matches!(err, FactsError::MalformedInstallConfig { .. }), "{err}");
+        assert!(err.to_string().contains("platform.toy: region must be a string"), "{err}");
     }
 
     #[test]
     fn unknown_platform_passes_through_for_the_registry_to_refuse() {
         let i = infra(json!({"infrastructureName": "c", "platformStatus": {"type": "BareMetal"}}));
-        assert_eq!(resolve_facts(&i, None).expect("facts").platform, "BareMetal");
+        assert_eq!(identify(&i).expect("identity").0, "BareMetal");
     }
 
     #[test]
     fn missing_identity_or_platform_is_refused() {
-        let i = infra(json!({"platformStatus": {"type": "AWS", "aws": {"region": "r"}}}));
-        assert_eq!(resolve_facts(&i, None), Err(FactsError::NoInfrastructureName));
+        let i = infra(json!({"platformStatus": {"type": "Toy", "toy": {"region": "r"}}}));
+        assert_eq!(identify(&i), Err(FactsError::NoInfrastructureName));
         let i = infra(json!({"infrastructureName": "c"}));
-        assert_eq!(resolve_facts(&i, None), Err(FactsError::NoPlatformType));
+        assert_eq!(identify(&i), Err(FactsError::NoPlatformType));
         let no_status: Infrastructure = serde_json::from_value(json!({
             "apiVersion": "config.openshift.io/v1", "kind": "Infrastructure",
             "metadata": {"name": "cluster"}, "spec": {}
         }))
         .expect("valid");
-        assert_eq!(resolve_facts(&no_status, None), Err(FactsError::NoInfrastructureName));
+        assert_eq!(identify(&no_status), Err(FactsError::NoInfrastructureName));
     }
 }

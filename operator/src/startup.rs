@@ -15,7 +15,7 @@ use crate::{
     crd::VeleroInstall,
     infrastructure::{
         Authentication, CLUSTER_CONFIG_NAME, CloudCredential, ClusterFacts, FactsError, INFRASTRUCTURE_NAME,
-        INSTALL_CONFIG_CONFIGMAP, INSTALL_CONFIG_KEY, INSTALL_CONFIG_NAMESPACE, Infrastructure,
+        INSTALL_CONFIG_CONFIGMAP, INSTALL_CONFIG_KEY, INSTALL_CONFIG_NAMESPACE, Infrastructure, identify,
         needs_install_config, resolve_facts,
     },
 };
@@ -117,8 +117,8 @@ pub fn select_platform(
     let registration = registry.get(&facts.platform).map_err(StartupError::UnsupportedPlatform)?;
     let config = ProviderConfig {
         platform: facts.platform.clone(),
-        region: facts.region.clone(),
-        project_id: facts.project_id.clone(),
+        region: facts.provider.region.clone(),
+        facts: facts.provider.values.clone(),
         infrastructure_name: facts.infrastructure_name.clone(),
         credentials_dir: settings.credentials_dir.clone(),
         endpoint: settings.endpoint.clone(),
@@ -127,8 +127,11 @@ pub fn select_platform(
         .map_err(|source| StartupError::Provider { platform: facts.platform.clone(), source })
 }
 
-/// Reads `Infrastructure/cluster` (and the install-config fallback when needed) into facts.
-pub async fn discover_facts(client: &Client) -> Result<ClusterFacts, StartupError> {
+/// Reads `Infrastructure/cluster` (and the install-config fallback when the platform's provider
+/// finds its facts incomplete) into facts.
+///
+/// Errors: [`StartupError::UnsupportedPlatform`] when no linked provider serves the platform.
+pub async fn discover_facts(client: &Client, registry: &Registry) -> Result<ClusterFacts, StartupError> {
     let infra = match Api::<Infrastructure>::all(client.clone()).get_opt(INFRASTRUCTURE_NAME).await {
         Ok(Some(infra)) => infra,
         Ok(None) => return Err(StartupError::InfrastructureMissing),
@@ -138,7 +141,9 @@ pub async fn discover_facts(client: &Client) -> Result<ClusterFacts, StartupErro
         }
         Err(err) => return Err(StartupError::ReadInfrastructure(err)),
     };
-    let install_config = if needs_install_config(&infra) {
+    let (platform, _) = identify(&infra)?;
+    let registration = registry.get(&platform).map_err(StartupError::UnsupportedPlatform)?;
+    let install_config = if needs_install_config(&infra, registration) {
         Api::<ConfigMap>::namespaced(client.clone(), INSTALL_CONFIG_NAMESPACE)
             .get_opt(INSTALL_CONFIG_CONFIGMAP)
             .await
@@ -148,7 +153,7 @@ pub async fn discover_facts(client: &Client) -> Result<ClusterFacts, StartupErro
     } else {
         None
     };
-    Ok(resolve_facts(&infra, install_config.as_deref())?)
+    Ok(resolve_facts(&infra, registration, install_config.as_deref())?)
 }
 
 /// Whether the cluster hands out only short-lived cloud credentials (AWS STS, GCP workload
@@ -188,12 +193,10 @@ mod tests {
     use super::*;
 
     fn facts(platform: &str, region: Option<&str>, project: Option<&str>) -> ClusterFacts {
-        ClusterFacts {
-            platform: platform.into(),
-            region: region.map(Into::into),
-            project_id: project.map(Into::into),
-            infrastructure_name: "c1".into(),
-        }
+        let mut provider = mvo_core::ProviderFacts { region: region.map(Into::into), ..Default::default() };
+        // The GCP provider's name for its project fact; a test of the AWS and GCP providers.
+        provider.set("project ID", project.map(Into::into));
+        ClusterFacts { platform: platform.into(), infrastructure_name: "c1".into(), provider }
     }
 
     fn registry() -> &'static Registry {
@@ -248,7 +251,10 @@ mod tests {
     fn environment_errors_and_api_failures_have_distinct_exit_codes() {
         assert_eq!(StartupError::InfrastructureMissing.exit_code(), EXIT_UNSUITABLE_ENVIRONMENT);
         assert_eq!(StartupError::CrdMissing.exit_code(), EXIT_UNSUITABLE_ENVIRONMENT);
-        assert_eq!(StartupError::Facts(FactsError::NoInstallConfig).exit_code(), EXIT_UNSUITABLE_ENVIRONMENT);
+        assert_eq!(
+            StartupError::Facts(FactsError::NoInstallConfig { platform: "AWS".into() }).exit_code(),
+            EXIT_UNSUITABLE_ENVIRONMENT
+        );
         let api_down = kube::Error::Api(Box::new(
             kube::core::Status::failure("etcd down", "InternalError").with_code(500),
         ));

@@ -81,7 +81,7 @@ async fn gcp_credential_types_never_debug_print_key_material() {
     let config = ProviderConfig {
         platform: "GCP".into(),
         region: Some("europe-west4".into()),
-        project_id: Some("mvo-debug-project".into()),
+        facts: [(mvo_provider_gcp::PROJECT_ID_FACT.to_owned(), "mvo-debug-project".to_owned())].into(),
         credentials_dir: dir.0.clone(),
         ..Default::default()
     };

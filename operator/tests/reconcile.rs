@@ -548,7 +548,12 @@ async fn aws_on_moto_waits_for_credentials_then_installs_without_leaking_them() 
     f.reconcile("cluster").await.expect("install with credentials");
     let vi = f.get("cluster").await;
     let name = bucket_of(&vi).0.expect("bucket");
-    let state = aws.object_store().observe_bucket(&name).await.expect("bucket exists in S3");
+    let state = aws
+        .object_store(&mvo_core::NO_SECTION)
+        .expect("object store")
+        .observe_bucket(&name)
+        .await
+        .expect("bucket exists in S3");
     assert!(state.public_access.is_fully_blocked());
     assert_eq!(f.condition("cluster", "BucketReady").await.0, "True");
 

@@ -98,7 +98,7 @@ fn gcp_platform(plane: &GcsControlPlane) -> mvo_provider_gcp::GcpPlatform {
     let config = ProviderConfig {
         platform: mvo_provider_gcp::PLATFORM.into(),
         region: Some(GCP_REGION.into()),
-        project_id: Some(GCP_PROJECT.into()),
+        facts: [(mvo_provider_gcp::PROJECT_ID_FACT.to_owned(), GCP_PROJECT.to_owned())].into(),
         infrastructure_name: INFRA.into(),
         ..Default::default()
     };
@@ -354,9 +354,15 @@ async fn leftovers_are_removed_in_one_write_then_nothing_is_written(cloud: Cloud
     let expected_env: Vec<String> = build::velero_objects(
         &t.install().await,
         &reconcile::validate::validate(&Default::default(), t.ctx.platform.as_ref()).expect("valid"),
-        MVO_BUCKET,
-        t.ctx.platform.as_ref(),
-        &build::VeleroCredentials::LongLived,
+        &t.ctx
+            .platform
+            .velero(&mvo_core::VeleroInput {
+                bucket: MVO_BUCKET,
+                section: &mvo_core::NO_SECTION,
+                short_lived: None,
+            })
+            .expect("long-lived Velero facts"),
+        build::VeleroCredentials::LongLived,
     )
     .into_iter()
     .find(|o| o.resource.kind == "Deployment")

@@ -279,7 +279,7 @@ fn gcp_platform() -> Arc<dyn Platform> {
     let config = ProviderConfig {
         platform: "GCP".into(),
         region: Some("europe-west4".into()),
-        project_id: Some("mvo-project".into()),
+        facts: [(mvo_provider_gcp::PROJECT_ID_FACT.to_owned(), "mvo-project".to_owned())].into(),
         infrastructure_name: INFRA.into(),
         ..Default::default()
     };

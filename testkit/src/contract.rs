@@ -90,14 +90,9 @@ pub trait Backdoor: Send + Sync {
     fn writes(&self) -> Option<u64>;
 }
 
-/// How a provider stores owner identity on buckets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TagStyle {
-    /// S3 tags: keys and values as given.
-    Tags,
-    /// GCS labels: sanitised keys and values.
-    Labels,
-}
+/// How a provider stores owner identity on buckets: core's owner-mark style, re-exported here
+/// for existing harnesses.
+pub use mvo_core::TagStyle;
 
 /// Everything a contract case needs.
 #[derive(Clone)]
@@ -141,14 +136,11 @@ impl Harness {
 
     /// The owner tags in the provider's style.
     pub fn owner_tags(&self, owner: &Owner) -> Tags {
-        match self.tag_style {
-            TagStyle::Tags => owner.tags(),
-            TagStyle::Labels => owner.labels(),
-        }
+        self.tag_style.marks(owner)
     }
 
     fn drift(&self, state: &BucketState, spec: &BucketSpec) -> Vec<Setting> {
-        state.drift(spec, self.tag_style == TagStyle::Labels)
+        state.drift(spec, self.tag_style)
     }
 
     fn foreign_tag(&self) -> (String, String) {

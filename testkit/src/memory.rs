@@ -15,7 +15,8 @@ use async_trait::async_trait;
 use mvo_core::{
     BucketReport, BucketSpec, BucketState, Capabilities, CredentialSource, CredentialsWiring, Encryption,
     Error, LifecycleRule, LocationConfig, ObjectStore, Owner, Platform, PublicAccessBlock, Recovery, Result,
-    Setting, StaticCredentialSource, Tags, owner::INFRASTRUCTURE_NAME_TAG,
+    Setting, ShortLivedError, SpecFields, StaticCredentialSource, TagStyle, Tags, VeleroFacts, VeleroInput,
+    owner::INFRASTRUCTURE_NAME_TAG,
 };
 
 use crate::contract::{Backdoor, Fault};
@@ -201,46 +202,59 @@ impl Platform for InMemoryPlatform {
         Capabilities { workload_identity: false, ..Capabilities::ALL }
     }
 
-    fn object_store(&self) -> Arc<dyn ObjectStore> {
-        self.store.clone()
+    fn object_store(&self, _section: &serde_json::Value) -> Result<Arc<dyn ObjectStore>> {
+        Ok(self.store.clone())
+    }
+
+    fn spec_fields(&self) -> SpecFields {
+        SpecFields { kms_key: Some(KMS_KEY_FIELD), section: None }
     }
 
     fn credential_source(&self) -> Arc<dyn CredentialSource> {
         Arc::new(StaticCredentialSource::access_key("in-memory", "in-memory-secret"))
     }
 
-    fn location_config(&self, bucket: &str) -> LocationConfig {
-        let region = BTreeMap::from([("region".to_owned(), self.store.region.clone())]);
-        LocationConfig {
-            provider: "aws".into(),
-            bucket: bucket.into(),
-            backup_config: region.clone(),
-            snapshot_config: region,
+    fn velero(&self, input: &VeleroInput<'_>) -> std::result::Result<VeleroFacts, ShortLivedError> {
+        if input.short_lived.is_some() {
+            return Err(ShortLivedError::NotSupported);
         }
+        Ok(velero_facts(&self.store.region, input.bucket))
     }
+}
 
-    fn velero_credentials_request(&self, bucket: &str) -> serde_json::Value {
-        serde_json::json!({
+/// The spec field the in-memory platform reads its customer-managed key from.
+pub const KMS_KEY_FIELD: &str = "kmsKeyID";
+/// Velero's provider name on the in-memory cloud (no such plugin exists: objects are built and
+/// applied, never run against a cloud).
+pub const VELERO_PROVIDER: &str = "in-memory";
+/// The plugin image the in-memory platform names.
+pub const VELERO_PLUGIN_IMAGE: &str = "registry.example/velero/velero-plugin-for-in-memory:v1";
+/// The environment variable pointing Velero at its credentials file.
+pub const CREDENTIALS_ENV: &str = "IN_MEMORY_CREDENTIALS_FILE";
+
+/// What Velero gets on the in-memory cloud: a neutral cloud of its own, so tests that assert these
+/// values assert the operator's plumbing, not one real cloud's strings.
+pub fn velero_facts(region: &str, bucket: &str) -> VeleroFacts {
+    let config = BTreeMap::from([("region".to_owned(), region.to_owned())]);
+    VeleroFacts {
+        plugin_image: VELERO_PLUGIN_IMAGE.into(),
+        location: LocationConfig {
+            provider: VELERO_PROVIDER.into(),
+            bucket: bucket.into(),
+            backup_config: config.clone(),
+            snapshot_config: config,
+        },
+        credentials_request: serde_json::json!({
             "apiVersion": "cloudcredential.openshift.io/v1",
-            "kind": "AWSProviderSpec",
-            "statementEntries": [{
-                "effect": "Allow",
-                "action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"],
-                "resource": format!("arn:aws:s3:::{bucket}/*"),
-            }],
-        })
-    }
-
-    fn velero_plugin_image(&self) -> &str {
-        "docker.io/velero/velero-plugin-for-aws:v1.13.0"
-    }
-
-    fn velero_credentials(&self) -> CredentialsWiring {
-        CredentialsWiring {
+            "kind": "InMemoryProviderSpec",
+            "bucket": bucket,
+            "access": ["read", "write", "list"],
+        }),
+        credentials: CredentialsWiring {
             mount_path: "/credentials".into(),
             secret_key: "credentials".into(),
-            env: vec![("AWS_SHARED_CREDENTIALS_FILE".into(), "/credentials/credentials".into())],
-        }
+            env: vec![(CREDENTIALS_ENV.into(), "/credentials/credentials".into())],
+        },
     }
 }
 
@@ -313,7 +327,7 @@ impl InMemoryStore {
 
     fn create(&self, state: &mut CloudState, spec: &BucketSpec) -> Result<BucketState> {
         self.call(state, "CreateBucket")?;
-        let created = spec.desired_state(false);
+        let created = spec.desired_state(TagStyle::Tags);
         let bucket = StoredBucket {
             account: self.account.clone(),
             state: created.clone(),
@@ -365,7 +379,7 @@ impl ObjectStore for InMemoryStore {
         {
             return Err(Error::AlreadyOwnedByOther { bucket: spec.name.clone() });
         }
-        let corrected = current.drift(spec, false);
+        let corrected = current.drift(spec, TagStyle::Tags);
         for setting in &corrected {
             self.write(&mut state, &spec.name, *setting, spec)?;
         }
@@ -462,7 +476,7 @@ mod tests {
     #[tokio::test]
     async fn steady_state_is_reads_only() {
         let platform = InMemoryPlatform::new("eu-west-1");
-        let store = platform.object_store();
+        let store = platform.object_store(&mvo_core::NO_SECTION).expect("object store");
         store.ensure_bucket(&spec("b1")).await.expect("create");
         let writes = platform.cloud().writes();
         let reads = platform.cloud().reads();
@@ -475,7 +489,7 @@ mod tests {
     #[tokio::test]
     async fn only_the_drifted_setting_is_written() {
         let platform = InMemoryPlatform::new("eu-west-1");
-        let store = platform.object_store();
+        let store = platform.object_store(&mvo_core::NO_SECTION).expect("object store");
         store.ensure_bucket(&spec("b1")).await.expect("create");
         platform.set_public_access("b1", PublicAccessBlock::default()).await.expect("tamper");
         let report = store.ensure_bucket(&spec("b1")).await.expect("correct");
@@ -488,7 +502,7 @@ mod tests {
     async fn targeted_faults_wait_for_their_operation() {
         let platform = InMemoryPlatform::new("eu-west-1");
         platform.cloud().inject_at("CreateBucket", Fault::Unavailable);
-        let store = platform.object_store();
+        let store = platform.object_store(&mvo_core::NO_SECTION).expect("object store");
         store.find_bucket(&Owner::new("c1")).await.expect("listing is not targeted");
         let err = store.ensure_bucket(&spec("b1")).await.expect_err("create fails");
         assert!(matches!(err, Error::Unavailable { .. }));
@@ -500,7 +514,7 @@ mod tests {
     async fn faults_fail_one_call_each() {
         let platform = InMemoryPlatform::new("eu-west-1");
         platform.cloud().inject(Fault::Throttled);
-        let store = platform.object_store();
+        let store = platform.object_store(&mvo_core::NO_SECTION).expect("object store");
         let err = store.ensure_bucket(&spec("b1")).await.expect_err("throttled");
         assert!(matches!(err, Error::Throttled { .. }));
         store.ensure_bucket(&spec("b1")).await.expect("recovers");

@@ -8,7 +8,7 @@ use mvo_testkit::{Harness, InMemoryPlatform, contract::TagStyle};
 async fn harness() -> Harness {
     let platform = InMemoryPlatform::new("eu-west-1");
     Harness {
-        store: platform.object_store(),
+        store: platform.object_store(&mvo_core::NO_SECTION).expect("object store"),
         capabilities: platform.capabilities(),
         region: platform.region().to_owned(),
         tag_style: TagStyle::Tags,

@@ -215,7 +215,7 @@ pub async fn ensure(
     if let (Some(name), Some(next_check_in), None) = (&status.name, next_check(vi, desired, now), &ctx.plan) {
         return Ok(BucketOutcome::NotDue { name: name.clone(), next_check_in });
     }
-    let store = ctx.platform.object_store();
+    let store = ctx.object_store(vi)?;
     let owner = Owner::new(ctx.infrastructure_name.clone());
     let (mut name, origin) = match (&status.name, &desired.adopt_bucket) {
         (_, Some(adopt)) => (adopt.clone(), Origin::Spec),

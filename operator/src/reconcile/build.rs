@@ -27,7 +27,7 @@ use kube::{
     api::{ApiResource, GroupVersionKind},
 };
 use mvo_core::{
-    Platform, ShortLivedVelero,
+    VeleroFacts,
     velero::{CLOUD_TOKEN_AUDIENCE, CLOUD_TOKEN_PATH, VELERO_CREDENTIALS_SECRET},
 };
 use serde_json::{Value, json};
@@ -106,32 +106,26 @@ fn metadata(name: &str, install: &VeleroInstall, owner: &OwnerReference) -> Valu
 }
 
 /// How Velero authenticates to the cloud.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VeleroCredentials {
     /// Keys minted by the cloud credential operator.
     LongLived,
     /// A projected service-account token exchanged for short-lived credentials (AWS STS, GCP
-    /// workload identity federation), with the provider's request and location config.
-    ShortLived(ShortLivedVelero),
+    /// workload identity federation); the provider's facts name the identity.
+    ShortLived,
 }
 
-/// Every Velero object for `install` with `bucket`, in apply order.
+/// Every Velero object for `install` with the provider's `velero` facts, in apply order.
 pub fn velero_objects(
     install: &VeleroInstall,
     desired: &DesiredInstall,
-    bucket: &str,
-    platform: &dyn Platform,
-    credentials: &VeleroCredentials,
+    velero: &VeleroFacts,
+    credentials: VeleroCredentials,
 ) -> Vec<DesiredObject> {
     // The reconciled object always comes from the API server, so it has a UID; without one the
     // objects are built unowned rather than not at all.
     let owner = install.controller_owner_ref(&()).unwrap_or_default();
-    let (location, provider_spec) = match credentials {
-        VeleroCredentials::LongLived => {
-            (platform.location_config(bucket), platform.velero_credentials_request(bucket))
-        }
-        VeleroCredentials::ShortLived(short) => (short.location.clone(), short.provider_spec.clone()),
-    };
+    let (location, provider_spec) = (&velero.location, &velero.credentials_request);
     let namespace = install.namespace().unwrap_or_default();
     let meta = |name: &str| metadata(name, install, &owner);
     let mut request_spec = json!({
@@ -139,7 +133,7 @@ pub fn velero_objects(
         "serviceAccountNames": [VELERO],
         "providerSpec": provider_spec,
     });
-    if matches!(credentials, VeleroCredentials::ShortLived(_)) {
+    if credentials == VeleroCredentials::ShortLived {
         // The credential operator writes this path into the credentials file it creates.
         request_spec["cloudTokenPath"] = json!(CLOUD_TOKEN_PATH);
     }
@@ -179,7 +173,7 @@ pub fn velero_objects(
         DesiredObject::new(
             ApiResource::erase::<Deployment>(&()),
             VELERO,
-            json!(deployment(install, desired, platform, &owner, credentials)),
+            json!(deployment(install, desired, velero, &owner, credentials)),
         ),
         DesiredObject::new(
             ApiResource::erase::<Service>(&()),
@@ -370,12 +364,12 @@ const INFRA_NODE: &str = "node-role.kubernetes.io/infra";
 pub fn deployment(
     install: &VeleroInstall,
     desired: &DesiredInstall,
-    platform: &dyn Platform,
+    facts: &VeleroFacts,
     owner: &OwnerReference,
-    credentials: &VeleroCredentials,
+    credentials: VeleroCredentials,
 ) -> Deployment {
-    let wiring = platform.velero_credentials();
-    let token = matches!(credentials, VeleroCredentials::ShortLived(_));
+    let wiring = &facts.credentials;
+    let token = credentials == VeleroCredentials::ShortLived;
     let mut container_env = vec![
         env("VELERO_SCRATCH_DIR", "/scratch"),
         // On OpenShift the restricted SCC runs the pod under a random UID without a passwd entry,
@@ -431,7 +425,7 @@ pub fn deployment(
     };
     let plugin = Container {
         name: "velero-plugin".into(),
-        image: Some(desired.plugin_image.clone()),
+        image: Some(desired.plugin_image.clone().unwrap_or_else(|| facts.plugin_image.clone())),
         // The plugin image copies its binaries with `cp`, which needs no temp dir; the mount is
         // there so no tool in a future plugin image fails on the read-only root.
         volume_mounts: Some(vec![mount("plugins", "/target", false), mount(TMP_VOLUME, "/tmp", false)]),
@@ -536,7 +530,10 @@ fn metrics_service(install: &VeleroInstall, owner: &OwnerReference) -> Service {
 
 #[cfg(test)]
 mod tests {
-    use mvo_testkit::InMemoryPlatform;
+    use mvo_testkit::{
+        InMemoryPlatform,
+        memory::{self, velero_facts},
+    };
 
     use super::*;
     use crate::{crd::VeleroInstallSpec, reconcile::validate::validate};
@@ -549,15 +546,13 @@ mod tests {
     }
 
     fn objects() -> Vec<DesiredObject> {
+        objects_for("managed-velero-backups-x", VeleroCredentials::LongLived)
+    }
+
+    fn objects_for(bucket: &str, credentials: VeleroCredentials) -> Vec<DesiredObject> {
         let platform = InMemoryPlatform::new("eu-west-1");
         let desired = validate(&VeleroInstallSpec::default(), &platform).expect("valid");
-        velero_objects(
-            &install(),
-            &desired,
-            "managed-velero-backups-x",
-            &platform,
-            &VeleroCredentials::LongLived,
-        )
+        velero_objects(&install(), &desired, &velero_facts("eu-west-1", bucket), credentials)
     }
 
     fn find<'a>(objects: &'a [DesiredObject], kind: &str) -> &'a Value {
@@ -592,13 +587,16 @@ mod tests {
         let objects = objects();
         let bsl = find(&objects, "BackupStorageLocation");
         assert_eq!(bsl["spec"]["objectStorage"]["bucket"], "managed-velero-backups-x");
-        assert_eq!(bsl["spec"]["provider"], "aws");
+        assert_eq!(bsl["spec"]["provider"], memory::VELERO_PROVIDER);
         assert_eq!(bsl["spec"]["config"]["region"], "eu-west-1");
         assert_eq!(bsl["spec"]["default"], true);
         assert_eq!(find(&objects, "VolumeSnapshotLocation")["spec"]["config"]["region"], "eu-west-1");
         let cr = find(&objects, "CredentialsRequest");
         assert_eq!(cr["spec"]["secretRef"]["name"], "velero-iam-credentials");
-        assert_eq!(cr["spec"]["providerSpec"]["kind"], "AWSProviderSpec");
+        assert_eq!(
+            cr["spec"]["providerSpec"],
+            velero_facts("eu-west-1", "managed-velero-backups-x").credentials_request
+        );
     }
 
     #[test]
@@ -614,9 +612,7 @@ mod tests {
         assert_eq!(velero.args.as_deref(), Some(&["server".to_owned()][..]));
         assert_eq!(velero.ports.as_ref().expect("ports")[0].container_port, 8085);
         let env: Vec<&str> = velero.env.iter().flatten().map(|e| e.name.as_str()).collect();
-        for name in
-            ["VELERO_SCRATCH_DIR", "VELERO_NAMESPACE", "LD_LIBRARY_PATH", "AWS_SHARED_CREDENTIALS_FILE"]
-        {
+        for name in ["VELERO_SCRATCH_DIR", "VELERO_NAMESPACE", "LD_LIBRARY_PATH", memory::CREDENTIALS_ENV] {
             assert!(env.contains(&name), "{name} missing from {env:?}");
         }
         let sc = velero.security_context.as_ref().expect("security context");
@@ -626,10 +622,7 @@ mod tests {
         assert_eq!(requests["cpu"].0, "500m");
         let volumes: Vec<&str> = pod.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
         assert_eq!(volumes, ["plugins", "scratch", "tmp", "home", "cloud-credentials", "trusted-ca-bundle"]);
-        assert_eq!(
-            pod.init_containers.expect("init")[0].image.as_deref(),
-            Some("docker.io/velero/velero-plugin-for-aws:v1.13.0")
-        );
+        assert_eq!(pod.init_containers.expect("init")[0].image.as_deref(), Some(memory::VELERO_PLUGIN_IMAGE));
         let seccomp = pod.security_context.and_then(|s| s.seccomp_profile).expect("seccomp");
         assert_eq!(seccomp.type_, "RuntimeDefault");
     }
@@ -658,16 +651,10 @@ mod tests {
 
     #[test]
     fn short_lived_credentials_mount_the_projected_token_and_set_the_token_path() {
-        let platform = InMemoryPlatform::new("eu-west-1");
-        let desired = validate(&VeleroInstallSpec::default(), &platform).expect("valid");
-        let short = VeleroCredentials::ShortLived(ShortLivedVelero {
-            provider_spec: json!({"kind": "AWSProviderSpec", "stsIAMRoleARN": "arn:aws:iam::1:role/v"}),
-            location: platform.location_config("b"),
-        });
-        let objects = velero_objects(&install(), &desired, "b", &platform, &short);
+        let objects = objects_for("b", VeleroCredentials::ShortLived);
         let cr = find(&objects, "CredentialsRequest");
         assert_eq!(cr["spec"]["cloudTokenPath"], CLOUD_TOKEN_PATH);
-        assert_eq!(cr["spec"]["providerSpec"]["stsIAMRoleARN"], "arn:aws:iam::1:role/v");
+        assert_eq!(cr["spec"]["providerSpec"], velero_facts("eu-west-1", "b").credentials_request);
         let d: Deployment = serde_json::from_value(find(&objects, "Deployment").clone()).expect("deployment");
         let pod = d.spec.and_then(|s| s.template.spec).expect("pod");
         let token = pod.volumes.iter().flatten().find(|v| v.name == TOKEN_VOLUME).expect("token volume");
@@ -678,14 +665,8 @@ mod tests {
         assert_eq!((projection.audience.as_deref(), projection.path.as_str()), (Some("openshift"), "token"));
         let mount = pod.containers[0].volume_mounts.iter().flatten().find(|m| m.name == TOKEN_VOLUME);
         assert_eq!(mount.map(|m| m.mount_path.as_str()), Some("/var/run/secrets/openshift/serviceaccount"));
-        let long_lived = objects_with(&VeleroCredentials::LongLived);
+        let long_lived = objects_for("b", VeleroCredentials::LongLived);
         assert!(find(&long_lived, "CredentialsRequest")["spec"].get("cloudTokenPath").is_none());
-    }
-
-    fn objects_with(credentials: &VeleroCredentials) -> Vec<DesiredObject> {
-        let platform = InMemoryPlatform::new("eu-west-1");
-        let desired = validate(&VeleroInstallSpec::default(), &platform).expect("valid");
-        velero_objects(&install(), &desired, "b", &platform, credentials)
     }
 
     #[test]

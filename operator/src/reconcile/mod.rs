@@ -33,7 +33,8 @@ use kube::{
     },
 };
 use mvo_core::{
-    Platform, ShortLivedError, ShortLivedField, ShortLivedInput, velero::VELERO_CREDENTIALS_SECRET,
+    ObjectStore, Platform, ShortLivedError, ShortLivedField, ShortLivedInput, VeleroFacts, VeleroInput,
+    velero::VELERO_CREDENTIALS_SECRET,
 };
 use serde_json::json;
 use tracing::{info, instrument, warn};
@@ -45,7 +46,7 @@ use self::{
     conditions::{BUCKET_READY, CREDENTIALS_READY, PLATFORM_SUPPORTED, Report, VELERO_READY},
     crds::{Crds, CrdsOutcome},
     events::Events,
-    plan::{Plan, PlanPlatform},
+    plan::{Plan, PlanStore},
     validate::{DEFAULT_RESYNC_INTERVAL, DesiredInstall, InvalidSpec},
 };
 use crate::{
@@ -130,11 +131,26 @@ impl Context {
         reporter: Reporter,
     ) -> (Self, Arc<Plan>) {
         let plan = Arc::new(Plan::default());
-        let read_only: Arc<dyn Platform> = Arc::new(PlanPlatform::new(platform, plan.clone()));
-        let mut ctx = Self::new(client, read_only, infrastructure_name, reporter);
+        let mut ctx = Self::new(client, platform, infrastructure_name, reporter);
         ctx.events = ctx.events.recording_into(plan.clone());
         ctx.plan = Some(plan.clone());
         (ctx, plan)
+    }
+
+    /// The provider's own section of `vi`'s spec (`Value::Null` when it owns none or it is absent).
+    pub fn section<'a>(&self, vi: &'a VeleroInstall) -> &'a serde_json::Value {
+        vi.spec.section(self.platform.spec_fields().section.map(|s| s.key))
+    }
+
+    /// The provider's bucket operations for this pass of `vi`; in plan mode a store that only
+    /// reads and records what it would change.
+    pub fn object_store(&self, vi: &VeleroInstall) -> Result<Arc<dyn ObjectStore>, Error> {
+        let store =
+            self.platform.object_store(self.section(vi)).map_err(|source| Error::ObjectStore { source })?;
+        Ok(match &self.plan {
+            Some(plan) => Arc::new(PlanStore::new(store, plan.clone(), self.platform.tag_style())),
+            None => store,
+        })
     }
 
     /// The wait before retrying `uid` after another retryable failure (see [`FailureBackoff`]).
@@ -222,6 +238,12 @@ pub enum Error {
         /// The deadline.
         after: Duration,
     },
+    /// The provider cannot give bucket operations for this spec (its section is unusable).
+    #[error("the provider cannot manage buckets with this spec")]
+    ObjectStore {
+        /// The provider's error.
+        source: mvo_core::Error,
+    },
     /// Creating or enforcing the bucket failed.
     #[error("failed to ensure bucket {bucket}")]
     EnsureBucket {
@@ -241,7 +263,9 @@ impl Error {
             Error::UpdateStatus { .. } => "UpdateStatusFailed",
             Error::Credentials { .. } => "CredentialsUnusable",
             Error::Deadline { .. } => "ReconcileDeadline",
-            Error::FindBucket { source } | Error::EnsureBucket { source, .. } => source.category(),
+            Error::FindBucket { source }
+            | Error::ObjectStore { source }
+            | Error::EnsureBucket { source, .. } => source.category(),
         }
     }
 
@@ -255,6 +279,7 @@ impl Error {
             | Error::Deadline { .. } => true,
             Error::Credentials { source }
             | Error::FindBucket { source }
+            | Error::ObjectStore { source }
             | Error::EnsureBucket { source, .. } => source.is_retryable(),
         }
     }
@@ -267,7 +292,7 @@ impl Error {
             | Error::UpdateStatus { .. }
             | Error::Deadline { .. } => VELERO_READY,
             Error::Credentials { .. } => CREDENTIALS_READY,
-            Error::FindBucket { .. } | Error::EnsureBucket { .. } => BUCKET_READY,
+            Error::FindBucket { .. } | Error::ObjectStore { .. } | Error::EnsureBucket { .. } => BUCKET_READY,
         }
     }
 }
@@ -614,15 +639,15 @@ async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Res
         }
     };
 
-    let credentials = match velero_cloud_credentials(ctx, vi, &bucket_name) {
-        Ok(credentials) => credentials,
+    let (velero_facts, credentials) = match velero_facts(ctx, vi, &bucket_name) {
+        Ok(facts) => facts,
         Err(report) => {
             return stop_on_credentials(ctx, vi, desired, reports, report, storage, next_check_in).await;
         }
     };
     // Velero's own kinds can only be applied once the CRD Job has installed their CRDs.
     let (velero_kinds, others): (Vec<_>, Vec<_>) =
-        build::velero_objects(vi, desired, &bucket_name, ctx.platform.as_ref(), &credentials)
+        build::velero_objects(vi, desired, &velero_facts, credentials)
             .into_iter()
             .partition(|o| o.resource.group == "velero.io");
     let mut applied = Vec::new();
@@ -649,7 +674,7 @@ async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Res
     if matches!(crds, CrdsOutcome::Applied { .. }) {
         warn_about_schedules(ctx, vi, desired, &namespace).await?;
     }
-    let credentials = velero_credentials(ctx, &namespace).await?;
+    let credentials = velero_credentials(ctx, &namespace, &velero_facts).await?;
     let velero = match &crds {
         CrdsOutcome::Pending(message) => Report::fail(VELERO_READY, "InstallingVeleroCRDs", message.clone()),
         CrdsOutcome::JobFailed { reason, message } => Report::fail(VELERO_READY, reason, message.clone()),
@@ -726,23 +751,29 @@ async fn announce_crds(ctx: &Context, vi: &VeleroInstall, crds: &CrdsOutcome) {
     }
 }
 
-/// How Velero authenticates: long-lived keys, or on a token-based cluster the provider's
-/// short-lived wiring with the identity from the spec (or the operator's environment). `Err` is
-/// the CredentialsReady report naming what the administrator must set.
-fn velero_cloud_credentials(
+/// What Velero needs from the provider: with long-lived keys, or on a token-based cluster the
+/// provider's short-lived wiring with the identity from the spec (or the operator's environment).
+/// `Err` is the CredentialsReady report naming what the administrator must set.
+fn velero_facts(
     ctx: &Context,
     vi: &VeleroInstall,
     bucket: &str,
-) -> Result<VeleroCredentials, Report> {
-    let Some(defaults) = &ctx.short_lived else { return Ok(VeleroCredentials::LongLived) };
-    let spec = vi.spec.short_lived_credentials.clone().unwrap_or_default();
-    let input = ShortLivedInput {
-        role_arn: spec.role_arn.or_else(|| defaults.role_arn.clone()),
-        service_account_email: spec.service_account_email.or_else(|| defaults.service_account_email.clone()),
-        audience: spec.audience.or_else(|| defaults.audience.clone()),
-    };
-    match ctx.platform.velero_short_lived(bucket, &input) {
-        Ok(short) => Ok(VeleroCredentials::ShortLived(short)),
+) -> Result<(VeleroFacts, VeleroCredentials), Report> {
+    let short_lived = ctx.short_lived.as_ref().map(|defaults| {
+        let spec = vi.spec.short_lived_credentials.clone().unwrap_or_default();
+        ShortLivedInput {
+            role_arn: spec.role_arn.or_else(|| defaults.role_arn.clone()),
+            service_account_email: spec
+                .service_account_email
+                .or_else(|| defaults.service_account_email.clone()),
+            audience: spec.audience.or_else(|| defaults.audience.clone()),
+        }
+    });
+    let input = VeleroInput { bucket, section: ctx.section(vi), short_lived: short_lived.as_ref() };
+    let mode =
+        if short_lived.is_some() { VeleroCredentials::ShortLived } else { VeleroCredentials::LongLived };
+    match ctx.platform.velero(&input) {
+        Ok(facts) => Ok((facts, mode)),
         Err(ShortLivedError::Missing(fields)) => {
             let names: Vec<String> = fields
                 .iter()
@@ -895,17 +926,17 @@ async fn announce_bucket(
     }
 }
 
-async fn velero_credentials(ctx: &Context, namespace: &str) -> Result<Report, Error> {
+async fn velero_credentials(ctx: &Context, namespace: &str, velero: &VeleroFacts) -> Result<Report, Error> {
     let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
         .get_opt(VELERO_CREDENTIALS_SECRET)
         .await
         .map_err(|source| Error::Read { what: format!("Secret/{VELERO_CREDENTIALS_SECRET}"), source })?;
     // The key Velero's container reads, not any data: a secret of the other mode (or half
     // written) leaves Velero without credentials.
-    let key = ctx.platform.velero_credentials().secret_key;
+    let key = &velero.credentials.secret_key;
     let data = secret.map(|s| (s.data.unwrap_or_default(), s.string_data.unwrap_or_default()));
     Ok(match data {
-        Some((data, _)) if data.get(&key).is_some_and(|v| !v.0.is_empty()) => {
+        Some((data, _)) if data.get(key).is_some_and(|v| !v.0.is_empty()) => {
             Report::ok(CREDENTIALS_READY, "CredentialsAvailable", "Velero's cloud credentials are present")
         }
         Some(_) => Report::fail(

@@ -1,13 +1,12 @@
 //! Plan mode: the reconcile pipeline run read-only. The same steps run; every place that would
 //! write (a bucket setting, an object, the status, an event) records what it would do in a
-//! [`Plan`] instead, and the cloud is reached through [`PlanPlatform`], whose store only reads.
+//! [`Plan`] instead, and the cloud is reached through [`PlanStore`], which only reads.
 
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use mvo_core::{
-    BucketReport, BucketSpec, BucketState, Capabilities, CredentialSource, CredentialsWiring, Error,
-    LocationConfig, ObjectStore, Owner, Platform, Recovery, Result, metering::CallCounter,
+    BucketReport, BucketSpec, BucketState, Error, ObjectStore, Owner, Recovery, Result, TagStyle,
 };
 
 /// What a reconcile would change, in order.
@@ -28,70 +27,21 @@ impl Plan {
     }
 }
 
-/// A platform whose bucket operations only read, recording what `ensure_bucket` would change.
+/// A store that only reads, recording what `ensure_bucket` would change; plan mode reaches the
+/// cloud only through it.
 #[derive(Debug)]
-pub struct PlanPlatform {
-    inner: Arc<dyn Platform>,
-    plan: Arc<Plan>,
-}
-
-impl PlanPlatform {
-    /// Wraps `inner`, recording into `plan`.
-    pub fn new(inner: Arc<dyn Platform>, plan: Arc<Plan>) -> Self {
-        PlanPlatform { inner, plan }
-    }
-}
-
-impl Platform for PlanPlatform {
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-    fn region(&self) -> &str {
-        self.inner.region()
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    fn object_store(&self) -> Arc<dyn ObjectStore> {
-        Arc::new(PlanStore {
-            inner: self.inner.object_store(),
-            plan: self.plan.clone(),
-            labels: self.inner.name() == "GCP",
-        })
-    }
-    fn credential_source(&self) -> Arc<dyn CredentialSource> {
-        self.inner.credential_source()
-    }
-    fn location_config(&self, bucket: &str) -> LocationConfig {
-        self.inner.location_config(bucket)
-    }
-    fn velero_credentials_request(&self, bucket: &str) -> serde_json::Value {
-        self.inner.velero_credentials_request(bucket)
-    }
-    fn velero_plugin_image(&self) -> &str {
-        self.inner.velero_plugin_image()
-    }
-    fn velero_credentials(&self) -> CredentialsWiring {
-        self.inner.velero_credentials()
-    }
-    fn velero_short_lived(
-        &self,
-        bucket: &str,
-        input: &mvo_core::ShortLivedInput,
-    ) -> Result<mvo_core::ShortLivedVelero, mvo_core::ShortLivedError> {
-        self.inner.velero_short_lived(bucket, input)
-    }
-    fn call_counter(&self) -> Option<CallCounter> {
-        self.inner.call_counter()
-    }
-}
-
-#[derive(Debug)]
-struct PlanStore {
+pub struct PlanStore {
     inner: Arc<dyn ObjectStore>,
     plan: Arc<Plan>,
-    // GCS compares owner identity as sanitised labels.
-    labels: bool,
+    /// The provider's owner-mark style, to compare marks as it would.
+    style: TagStyle,
+}
+
+impl PlanStore {
+    /// Wraps `inner`, recording into `plan`, comparing owner marks in `style`.
+    pub fn new(inner: Arc<dyn ObjectStore>, plan: Arc<Plan>, style: TagStyle) -> Self {
+        PlanStore { inner, plan, style }
+    }
 }
 
 #[async_trait]
@@ -103,7 +53,7 @@ impl ObjectStore for PlanStore {
     async fn ensure_bucket(&self, spec: &BucketSpec) -> Result<BucketReport> {
         match self.inner.observe_bucket(&spec.name).await {
             Ok(state) => {
-                let corrected = state.drift(spec, self.labels);
+                let corrected = state.drift(spec, self.style);
                 for setting in &corrected {
                     self.plan.record(format!("cloud: correct {setting} of bucket {}", spec.name));
                 }
@@ -114,7 +64,7 @@ impl ObjectStore for PlanStore {
                     "cloud: create bucket {} in {} (encryption, public access block, lifecycle, owner tags)",
                     spec.name, spec.region
                 ));
-                let state = spec.desired_state(self.labels);
+                let state = spec.desired_state(self.style);
                 Ok(BucketReport { created: true, corrected: Vec::new(), state })
             }
             Err(err) => Err(err),

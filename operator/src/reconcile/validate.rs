@@ -11,7 +11,10 @@ use std::time::Duration;
 use k8s_openapi::{api::core::v1::ResourceRequirements, apimachinery::pkg::api::resource::Quantity};
 use mvo_core::{Encryption, Platform, bucket::DEFAULT_RETENTION_DAYS, bucket::is_valid_bucket_name};
 
-use crate::{crd::VeleroInstallSpec, images};
+use crate::{
+    crd::{StorageBucketSpec, VeleroInstallSpec},
+    images,
+};
 
 /// Pinned Velero server image.
 pub const DEFAULT_VELERO_IMAGE: &str = "docker.io/velero/velero:v1.17.0";
@@ -28,13 +31,13 @@ pub const MAX_RESYNC_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 #[error("{field}: {message}")]
 pub struct InvalidSpec {
     /// JSON path of the field, e.g. `spec.resyncInterval`.
-    pub field: &'static str,
+    pub field: String,
     /// What is wrong with it.
     pub message: String,
 }
 
-fn invalid(field: &'static str, message: impl Into<String>) -> InvalidSpec {
-    InvalidSpec { field, message: message.into() }
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidSpec {
+    InvalidSpec { field: field.into(), message: message.into() }
 }
 
 /// The spec with defaults applied and checked against the platform.
@@ -54,8 +57,9 @@ pub struct DesiredInstall {
     pub resync_interval: Duration,
     /// Velero server image.
     pub velero_image: String,
-    /// Velero cloud plugin image.
-    pub plugin_image: String,
+    /// Velero cloud plugin image chosen over the provider's pinned one (spec, then
+    /// `RELATED_IMAGE_VELERO_PLUGIN_<PLATFORM>`); `None` for the provider's.
+    pub plugin_image: Option<String>,
     /// Resources of the Velero container.
     pub resources: ResourceRequirements,
 }
@@ -68,7 +72,11 @@ pub fn validate(spec: &VeleroInstallSpec, platform: &dyn Platform) -> Result<Des
     {
         return Err(invalid("spec.storageBucket.name", format!("{name:?} is not a valid bucket name")));
     }
-    let encryption = encryption(&bucket.kms_key_id, &bucket.kms_key_name, platform)?;
+    let fields = platform.spec_fields();
+    if let Some(section) = fields.section {
+        (section.validate)(spec.section(Some(section.key))).map_err(|err| invalid(err.field, err.message))?;
+    }
+    let encryption = encryption(&bucket, fields.kms_key, platform)?;
     let retention_days = spec.backup_retention_days.unwrap_or(DEFAULT_RETENTION_DAYS);
     if retention_days == 0 {
         return Err(invalid("spec.backupRetentionDays", "must be at least 1"));
@@ -97,42 +105,53 @@ pub fn validate(spec: &VeleroInstallSpec, platform: &dyn Platform) -> Result<Des
             images::related_image(images::RELATED_IMAGE_VELERO),
             DEFAULT_VELERO_IMAGE,
         ),
-        plugin_image: images::choose(
-            spec.plugin_image.as_deref(),
-            images::related_image(&images::plugin_env_var(platform.name())),
-            platform.velero_plugin_image(),
-        ),
+        plugin_image: spec
+            .plugin_image
+            .clone()
+            .filter(|i| !i.trim().is_empty())
+            .or_else(|| images::related_image(&images::plugin_env_var(platform.name())).map(str::to_owned)),
         resources: spec.resources.clone().unwrap_or_else(default_resources),
     })
 }
 
+/// The customer-managed key fields under `spec.storageBucket`, by JSON name; each provider
+/// declares the one it reads ([`mvo_core::SpecFields::kms_key`]).
+fn kms_fields(bucket: &StorageBucketSpec) -> [(&'static str, Option<&String>); 2] {
+    [("kmsKeyID", bucket.kms_key_id.as_ref()), ("kmsKeyName", bucket.kms_key_name.as_ref())]
+}
+
 fn encryption(
-    kms_key_id: &Option<String>,
-    kms_key_name: &Option<String>,
+    bucket: &StorageBucketSpec,
+    reads: Option<&'static str>,
     platform: &dyn Platform,
 ) -> Result<Encryption, InvalidSpec> {
-    // kmsKeyID is AWS's field and kmsKeyName GCP's; the schema cannot know the cluster's cloud.
-    let gcp = platform.name() == "GCP";
-    let (field, key) = match (kms_key_id, kms_key_name) {
-        (None, None) => return Ok(Encryption::ProviderManaged),
-        (Some(_), Some(_)) => {
-            return Err(invalid("spec.storageBucket", "set kmsKeyID (AWS) or kmsKeyName (GCP), not both"));
-        }
-        (Some(_), None) if gcp => {
-            return Err(invalid("spec.storageBucket.kmsKeyID", "applies to AWS; use kmsKeyName on GCP"));
-        }
-        (None, Some(_)) if !gcp => {
+    // The schema cannot know the cluster's cloud, so which field applies is checked here.
+    let set: Vec<(&str, &String)> =
+        kms_fields(bucket).into_iter().filter_map(|(field, key)| Some((field, key?))).collect();
+    let (field, key) = match set.as_slice() {
+        [] => return Ok(Encryption::ProviderManaged),
+        [one] => *one,
+        _ => {
+            let names: Vec<&str> = set.iter().map(|(f, _)| *f).collect();
             return Err(invalid(
-                "spec.storageBucket.kmsKeyName",
-                format!("applies to GCP; use kmsKeyID on {}", platform.name()),
+                "spec.storageBucket",
+                format!("set one of {}, not several", names.join(", ")),
             ));
         }
-        (Some(key), None) => ("spec.storageBucket.kmsKeyID", key),
-        (None, Some(key)) => ("spec.storageBucket.kmsKeyName", key),
     };
+    if reads != Some(field) {
+        let instead = match reads {
+            Some(other) => format!("use {other} on {}", platform.name()),
+            None => format!("the {} provider reads no key from spec.storageBucket", platform.name()),
+        };
+        return Err(invalid(
+            format!("spec.storageBucket.{field}"),
+            format!("does not apply here; {instead}"),
+        ));
+    }
     if !platform.capabilities().kms {
         return Err(invalid(
-            field,
+            format!("spec.storageBucket.{field}"),
             format!("the {} provider does not support customer-managed keys", platform.name()),
         ));
     }
@@ -179,7 +198,6 @@ mod tests {
     use mvo_testkit::InMemoryPlatform;
 
     use super::*;
-    use crate::crd::StorageBucketSpec;
 
     fn platform() -> InMemoryPlatform {
         InMemoryPlatform::new("eu-west-1")
@@ -235,15 +253,16 @@ mod tests {
             }),
             ..Default::default()
         };
-        let arn = "arn:aws:kms:eu-west-1:123456789012:key/k";
-        let desired =
-            validate(&bucket(Some(arn), None), &platform()).expect("AWS-like platform takes kmsKeyID");
-        assert_eq!(desired.encryption, Encryption::Kms { key: arn.into() });
+        // The in-memory platform declares kmsKeyID as the field it reads.
+        let key = "arn:aws:kms:eu-west-1:123456789012:key/k";
+        let desired = validate(&bucket(Some(key), None), &platform()).expect("the declared field is read");
+        assert_eq!(desired.encryption, Encryption::Kms { key: key.into() });
         let err =
             validate(&bucket(None, Some("projects/p/locations/l/keyRings/r/cryptoKeys/k")), &platform())
-                .expect_err("kmsKeyName off GCP");
+                .expect_err("a field the provider does not read");
         assert_eq!(err.field, "spec.storageBucket.kmsKeyName");
-        let err = validate(&bucket(Some(arn), Some("x")), &platform()).expect_err("both");
+        assert_eq!(err.message, "does not apply here; use kmsKeyID on InMemory");
+        let err = validate(&bucket(Some(key), Some("x")), &platform()).expect_err("both");
         assert_eq!(err.field, "spec.storageBucket");
     }
 

@@ -22,8 +22,9 @@ use std::sync::Arc;
 
 use aws_sdk_s3::config::{Intercept, SharedInterceptor};
 use mvo_core::{
-    Capabilities, CredentialSource, CredentialsWiring, LocationConfig, ObjectStore, Platform, ProviderConfig,
-    Result, ShortLivedError, ShortLivedInput, ShortLivedVelero,
+    Capabilities, CredentialSource, FactsInput, ObjectStore, Platform, ProviderConfig, ProviderFacts,
+    ProviderRegistration, Result, ShortLivedError, SpecFields, VeleroFacts, VeleroInput,
+    provider::text_field,
 };
 
 pub use credentials::{FileCredentialSource, SdkCredentials};
@@ -130,36 +131,20 @@ impl Platform for AwsPlatform {
         Capabilities::ALL
     }
 
-    fn object_store(&self) -> Arc<dyn ObjectStore> {
-        self.store.clone()
+    fn spec_fields(&self) -> SpecFields {
+        SpecFields { kms_key: Some("kmsKeyID"), section: None }
+    }
+
+    fn object_store(&self, _section: &serde_json::Value) -> Result<Arc<dyn ObjectStore>> {
+        Ok(self.store.clone())
     }
 
     fn credential_source(&self) -> Arc<dyn CredentialSource> {
         self.credentials.clone()
     }
 
-    fn location_config(&self, bucket: &str) -> LocationConfig {
-        velero::location_config(&self.region, bucket)
-    }
-
-    fn velero_credentials_request(&self, bucket: &str) -> serde_json::Value {
-        velero::credentials_request_spec(Partition::of_region(&self.region), bucket)
-    }
-
-    fn velero_plugin_image(&self) -> &str {
-        VELERO_PLUGIN_IMAGE
-    }
-
-    fn velero_credentials(&self) -> CredentialsWiring {
-        velero::credentials_wiring()
-    }
-
-    fn velero_short_lived(
-        &self,
-        bucket: &str,
-        input: &ShortLivedInput,
-    ) -> std::result::Result<ShortLivedVelero, ShortLivedError> {
-        velero::short_lived(&self.region, bucket, input)
+    fn velero(&self, input: &VeleroInput<'_>) -> std::result::Result<VeleroFacts, ShortLivedError> {
+        velero::facts(&self.region, input)
     }
 
     fn call_counter(&self) -> Option<CallCounter> {
@@ -167,13 +152,40 @@ impl Platform for AwsPlatform {
     }
 }
 
-mvo_core::register_provider!(PLATFORM, AwsPlatform::build);
+/// The facts AWS needs: the region, from `platformStatus.aws.region` or, on clusters that predate
+/// it, the install-config's `platform.aws.region`.
+fn read_facts(input: &FactsInput<'_>) -> std::result::Result<ProviderFacts, String> {
+    let region = match text_field(input.platform_status, "region")? {
+        Some(region) => Some(region),
+        None => text_field(input.install_config, "region")?,
+    };
+    Ok(ProviderFacts { complete: region.is_some(), region, ..Default::default() })
+}
+
+mvo_core::register_provider!(
+    ProviderRegistration::new(PLATFORM, AwsPlatform::build).with_facts("aws", read_facts)
+);
 
 #[cfg(test)]
 mod tests {
     use mvo_core::Error;
 
     use super::*;
+
+    #[test]
+    fn region_comes_from_the_platform_status_or_the_install_config() {
+        let status = serde_json::json!({"region": "eu-west-1"});
+        let install = serde_json::json!({"region": "us-east-2"});
+        let read =
+            |status, install| read_facts(&FactsInput { platform_status: status, install_config: install });
+        let facts = read(Some(&status), Some(&install)).expect("facts");
+        assert_eq!((facts.region.as_deref(), facts.complete), (Some("eu-west-1"), true));
+        let facts = read(None, None).expect("facts");
+        assert_eq!((facts.region, facts.complete), (None, false));
+        assert_eq!(read(None, Some(&install)).expect("fallback").region.as_deref(), Some("us-east-2"));
+        let wrong = serde_json::json!({"region": [1, 2]});
+        assert!(read(None, Some(&wrong)).is_err());
+    }
 
     #[test]
     fn region_is_required() {

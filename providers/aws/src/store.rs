@@ -361,7 +361,7 @@ impl ObjectStore for S3Store {
         {
             return Err(Error::AlreadyOwnedByOther { bucket: spec.name.clone() });
         }
-        let mut corrected = observed.state.drift(spec, false);
+        let mut corrected = observed.state.drift(spec, mvo_core::TagStyle::Tags);
         // An inexact form only matters when a key is asked for: any KMS form is stronger than the
         // AES256 default and is never weakened.
         let kms_wanted = matches!(spec.encryption, mvo_core::Encryption::Kms { .. });

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use mvo_core::{
-    CredentialsWiring, LocationConfig, ShortLivedError, ShortLivedField, ShortLivedInput, ShortLivedVelero,
+    CredentialsWiring, LocationConfig, ShortLivedError, ShortLivedField, ShortLivedInput, VeleroFacts,
+    VeleroInput,
 };
 use serde_json::json;
 
@@ -113,14 +114,31 @@ pub fn credentials_request_spec_sts(partition: Partition, bucket: &str, role_arn
     spec
 }
 
+/// Everything Velero needs on AWS, with long-lived keys or on an STS cluster.
+pub(crate) fn facts(region: &str, input: &VeleroInput<'_>) -> Result<VeleroFacts, ShortLivedError> {
+    let (location, credentials_request) = match input.short_lived {
+        None => (
+            location_config(region, input.bucket),
+            credentials_request_spec(Partition::of_region(region), input.bucket),
+        ),
+        Some(identity) => short_lived(region, input.bucket, identity)?,
+    };
+    Ok(VeleroFacts {
+        plugin_image: VELERO_PLUGIN_IMAGE.into(),
+        location,
+        credentials_request,
+        credentials: credentials_wiring(),
+    })
+}
+
 /// Velero on an STS cluster: the CredentialsRequest names the role, and the BSL tells the AWS
 /// plugin to read the shared config (`enableSharedConfig`), so the SDK follows the `role_arn` +
 /// `web_identity_token_file` profile the credential operator writes instead of expecting keys.
-pub(crate) fn short_lived(
+fn short_lived(
     region: &str,
     bucket: &str,
     input: &ShortLivedInput,
-) -> Result<ShortLivedVelero, ShortLivedError> {
+) -> Result<(LocationConfig, serde_json::Value), ShortLivedError> {
     let role_arn = input
         .role_arn
         .as_deref()
@@ -131,10 +149,7 @@ pub(crate) fn short_lived(
     // Only the BSL: the object store plugin documents the key; the volume snapshotter
     // validates its config keys, and its SDK reads the shared files on its own.
     location.backup_config.insert("enableSharedConfig".into(), "true".into());
-    Ok(ShortLivedVelero {
-        provider_spec: credentials_request_spec_sts(Partition::of_region(region), bucket, role_arn),
-        location,
-    })
+    Ok((location, credentials_request_spec_sts(Partition::of_region(region), bucket, role_arn)))
 }
 
 /// The cloud credential operator writes a shared-credentials file under key `credentials` in both
@@ -205,11 +220,19 @@ mod tests {
             role_arn: Some("arn:aws:iam::123456789012:role/velero".into()),
             ..Default::default()
         };
-        let sts = short_lived("eu-west-1", "bkt", &input).expect("sts");
-        assert_eq!(sts.provider_spec["stsIAMRoleARN"], "arn:aws:iam::123456789012:role/velero");
+        let null = serde_json::Value::Null;
+        let sts =
+            facts("eu-west-1", &VeleroInput { bucket: "bkt", section: &null, short_lived: Some(&input) })
+                .expect("sts");
+        assert_eq!(sts.credentials_request["stsIAMRoleARN"], "arn:aws:iam::123456789012:role/velero");
         assert_eq!(sts.location.backup_config.get("enableSharedConfig").map(String::as_str), Some("true"));
         assert_eq!(sts.location.backup_config.get("region").map(String::as_str), Some("eu-west-1"));
         assert!(!sts.location.snapshot_config.contains_key("enableSharedConfig"));
+        let keys = facts("eu-west-1", &VeleroInput { bucket: "bkt", section: &null, short_lived: None })
+            .expect("keys");
+        assert_eq!(keys.credentials_request, credentials_request_spec(Partition::Aws, "bkt"));
+        assert_eq!(keys.plugin_image, VELERO_PLUGIN_IMAGE);
+        assert_eq!(keys.credentials.env[0].1, "/credentials/credentials");
     }
 
     #[test]

@@ -28,8 +28,9 @@ use std::sync::Arc;
 
 use google_cloud_storage::client::StorageControl;
 use mvo_core::{
-    Capabilities, CredentialSource, CredentialsWiring, LocationConfig, ObjectStore, Platform, ProviderConfig,
-    Result, ShortLivedError, ShortLivedInput, ShortLivedVelero,
+    Capabilities, CredentialSource, FactsInput, ObjectStore, Platform, ProviderConfig, ProviderFacts,
+    ProviderRegistration, Result, ShortLivedError, SpecFields, TagStyle, VeleroFacts, VeleroInput,
+    provider::text_field,
 };
 
 pub use client::install_crypto_provider;
@@ -44,6 +45,8 @@ use crate::{client::ClientSource, metering::Control, store::GcsStore};
 
 /// The platform name, as in `Infrastructure.status.platformStatus.type`.
 pub const PLATFORM: &str = "GCP";
+/// The name of the project fact in [`ProviderConfig::facts`] (and in the error naming it missing).
+pub const PROJECT_ID_FACT: &str = "project ID";
 
 /// The GCP platform of one cluster.
 #[derive(Debug, Clone)]
@@ -110,7 +113,7 @@ impl GcpPlatformBuilder {
     ///
     /// Errors: [`mvo_core::Error::InvalidConfig`] when the project ID or region is missing.
     pub fn build(self) -> Result<GcpPlatform> {
-        let project_id = self.config.require_project_id()?.to_owned();
+        let project_id = self.config.require(PROJECT_ID_FACT)?.to_owned();
         let region = self.config.require_region()?.to_owned();
         let endpoint = self.config.endpoint.clone().filter(|e| !e.trim().is_empty());
         let file_source = Arc::new(FileCredentialSource::new(&self.config.credentials_dir));
@@ -138,36 +141,24 @@ impl Platform for GcpPlatform {
         Capabilities::ALL
     }
 
-    fn object_store(&self) -> Arc<dyn ObjectStore> {
-        self.store.clone()
+    fn tag_style(&self) -> TagStyle {
+        TagStyle::Labels
+    }
+
+    fn spec_fields(&self) -> SpecFields {
+        SpecFields { kms_key: Some("kmsKeyName"), section: None }
+    }
+
+    fn object_store(&self, _section: &serde_json::Value) -> Result<Arc<dyn ObjectStore>> {
+        Ok(self.store.clone())
     }
 
     fn credential_source(&self) -> Arc<dyn CredentialSource> {
         self.credentials.clone()
     }
 
-    fn location_config(&self, bucket: &str) -> LocationConfig {
-        velero::location_config(&self.project_id, bucket)
-    }
-
-    fn velero_credentials_request(&self, _bucket: &str) -> serde_json::Value {
-        velero::credentials_request_spec()
-    }
-
-    fn velero_plugin_image(&self) -> &str {
-        VELERO_PLUGIN_IMAGE
-    }
-
-    fn velero_credentials(&self) -> CredentialsWiring {
-        velero::credentials_wiring()
-    }
-
-    fn velero_short_lived(
-        &self,
-        bucket: &str,
-        input: &ShortLivedInput,
-    ) -> std::result::Result<ShortLivedVelero, ShortLivedError> {
-        velero::short_lived(&self.project_id, bucket, input)
+    fn velero(&self, input: &VeleroInput<'_>) -> std::result::Result<VeleroFacts, ShortLivedError> {
+        velero::facts(&self.project_id, input)
     }
 
     fn call_counter(&self) -> Option<CallCounter> {
@@ -175,7 +166,25 @@ impl Platform for GcpPlatform {
     }
 }
 
-mvo_core::register_provider!(PLATFORM, GcpPlatform::build);
+/// The facts GCP needs: project ID and region, from `platformStatus.gcp` or, where it is silent,
+/// the install-config's `platform.gcp`.
+fn read_facts(input: &FactsInput<'_>) -> std::result::Result<ProviderFacts, String> {
+    let from = |field: &str| -> std::result::Result<Option<String>, String> {
+        match text_field(input.platform_status, field)? {
+            Some(value) => Ok(Some(value)),
+            None => text_field(input.install_config, field),
+        }
+    };
+    let (project, region) = (from("projectID")?, from("region")?);
+    let mut facts =
+        ProviderFacts { complete: project.is_some() && region.is_some(), region, ..Default::default() };
+    facts.set(PROJECT_ID_FACT, project);
+    Ok(facts)
+}
+
+mvo_core::register_provider!(
+    ProviderRegistration::new(PLATFORM, GcpPlatform::build).with_facts("gcp", read_facts)
+);
 
 #[cfg(test)]
 mod tests {
@@ -187,11 +196,29 @@ mod tests {
     fn config(project: Option<&str>, region: Option<&str>) -> ProviderConfig {
         ProviderConfig {
             platform: PLATFORM.into(),
-            project_id: project.map(Into::into),
+            facts: project.map(|p| (PROJECT_ID_FACT.to_owned(), p.to_owned())).into_iter().collect(),
             region: region.map(Into::into),
             credentials_dir: std::env::temp_dir().join(format!("mvo-gcp-empty-{}", std::process::id())),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn facts_come_from_the_platform_status_then_the_install_config() {
+        let status = json!({"projectID": "p1", "region": "europe-west4"});
+        let install = json!({"projectID": "p2", "region": "us-central1"});
+        let read =
+            |status, install| read_facts(&FactsInput { platform_status: status, install_config: install });
+        let facts = read(Some(&status), None).expect("facts");
+        assert!(facts.complete);
+        assert_eq!(facts.values.get(PROJECT_ID_FACT).map(String::as_str), Some("p1"));
+        let partial = json!({"projectID": "p1"});
+        assert!(!read(Some(&partial), None).expect("facts").complete);
+        let merged = read(Some(&partial), Some(&install)).expect("facts");
+        assert_eq!(
+            (merged.values.get(PROJECT_ID_FACT).map(String::as_str), merged.region.as_deref()),
+            (Some("p1"), Some("us-central1"))
+        );
     }
 
     #[test]
@@ -205,15 +232,14 @@ mod tests {
     #[test]
     fn velero_gets_the_predefined_roles() {
         let platform = GcpPlatform::new(&config(Some("p"), Some("us-central1"))).expect("valid");
-        let spec = platform.velero_credentials_request("b");
-        assert_eq!(spec["kind"], "GCPProviderSpec");
-        assert_eq!(spec["predefinedRoles"], json!(VELERO_PREDEFINED_ROLES));
-        assert_eq!(
-            platform.location_config("b").snapshot_config.get("project").map(String::as_str),
-            Some("p")
-        );
-        assert_eq!(platform.velero_plugin_image(), VELERO_PLUGIN_IMAGE);
-        assert_eq!(platform.velero_credentials().env[0].1, "/credentials/service_account.json");
+        let input = VeleroInput { bucket: "b", section: &mvo_core::NO_SECTION, short_lived: None };
+        let velero = platform.velero(&input).expect("key mode");
+        assert_eq!(velero.credentials_request["kind"], "GCPProviderSpec");
+        assert_eq!(velero.credentials_request["predefinedRoles"], json!(VELERO_PREDEFINED_ROLES));
+        assert_eq!(velero.location.snapshot_config.get("project").map(String::as_str), Some("p"));
+        assert_eq!(velero.plugin_image, VELERO_PLUGIN_IMAGE);
+        assert_eq!(velero.credentials.env[0].1, "/credentials/service_account.json");
+        assert_eq!(platform.tag_style(), TagStyle::Labels);
     }
 
     #[tokio::test]
@@ -228,7 +254,12 @@ mod tests {
     #[tokio::test]
     async fn the_real_client_reports_missing_credentials_as_unauthenticated() {
         let platform = GcpPlatform::new(&config(Some("p"), Some("us-central1"))).expect("valid");
-        let err = platform.object_store().observe_bucket("b").await.expect_err("no credentials file");
+        let err = platform
+            .object_store(&mvo_core::NO_SECTION)
+            .expect("object store")
+            .observe_bucket("b")
+            .await
+            .expect_err("no credentials file");
         assert!(matches!(err, Error::Unauthenticated { .. }), "{err}");
         assert!(err.to_string().contains(SERVICE_ACCOUNT_FILE), "{err}");
     }

@@ -345,7 +345,7 @@ mod tests {
             Some("cluster-one")
         );
         let observed = observe(&bucket, Some(&spec));
-        assert!(observed.state.drift(&spec, true).is_empty(), "{:?}", observed.state);
+        assert!(observed.state.drift(&spec, mvo_core::TagStyle::Labels).is_empty(), "{:?}", observed.state);
         assert!(observed.foreign_rules.is_empty());
         assert_eq!(observed.state.lifecycle, spec.managed_lifecycle());
     }
@@ -391,7 +391,7 @@ mod tests {
         let mut longer = spec.clone();
         longer.applied_retention_days = longer.retention_days;
         longer.retention_days = Some(60);
-        let drift = observed.state.drift(&longer, true);
+        let drift = observed.state.drift(&longer, mvo_core::TagStyle::Labels);
         assert_eq!(drift, vec![Setting::Lifecycle]);
         let (patch, paths) = patch(&longer, &bucket, &observed, &drift);
         assert_eq!(paths, [PATH_LIFECYCLE]);
@@ -399,7 +399,10 @@ mod tests {
         assert_eq!(&rules[..2], &[transition, logs]);
         let mut rewritten = bucket.clone();
         rewritten.lifecycle = patch.lifecycle.clone();
-        assert_eq!(observe(&rewritten, Some(&longer)).state.drift(&longer, true), vec![]);
+        assert_eq!(
+            observe(&rewritten, Some(&longer)).state.drift(&longer, mvo_core::TagStyle::Labels),
+            vec![]
+        );
     }
 
     #[test]

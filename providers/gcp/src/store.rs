@@ -160,7 +160,7 @@ impl GcsStore {
     /// Corrects the drifted settings of an existing bucket with one UpdateBucket.
     async fn enforce(&self, spec: &BucketSpec, bucket: Bucket) -> Result<BucketReport> {
         let observed: Observed = settings::observe(&bucket, Some(spec));
-        let corrected = observed.state.drift(spec, true);
+        let corrected = observed.state.drift(spec, mvo_core::TagStyle::Labels);
         if corrected.is_empty() {
             return Ok(BucketReport { created: false, corrected, state: observed.state });
         }

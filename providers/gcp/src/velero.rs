@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use mvo_core::{
-    CredentialsWiring, LocationConfig, ShortLivedError, ShortLivedField, ShortLivedInput, ShortLivedVelero,
+    CredentialsWiring, LocationConfig, ShortLivedError, ShortLivedField, ShortLivedInput, VeleroFacts,
+    VeleroInput,
 };
 use serde_json::{Value, json};
 
@@ -56,16 +57,30 @@ pub fn credentials_request_spec_wif(service_account_email: &str, audience: &str)
     spec
 }
 
+/// Everything Velero needs on GCP, with a key file or on a workload identity federation cluster.
+pub(crate) fn facts(project_id: &str, input: &VeleroInput<'_>) -> Result<VeleroFacts, ShortLivedError> {
+    let (location, credentials_request) = match input.short_lived {
+        None => (location_config(project_id, input.bucket), credentials_request_spec()),
+        Some(identity) => short_lived(project_id, input.bucket, identity)?,
+    };
+    Ok(VeleroFacts {
+        plugin_image: VELERO_PLUGIN_IMAGE.into(),
+        location,
+        credentials_request,
+        credentials: credentials_wiring(),
+    })
+}
+
 /// Velero on a workload identity federation cluster: the CredentialsRequest names the service
 /// account and pool provider, the credential operator writes an `external_account` file that
 /// Google's client libraries read through `GOOGLE_APPLICATION_CREDENTIALS`, and the BSL names the
 /// service account (`serviceAccount`): without a private key the GCP plugin signs download URLs
 /// through that account instead.
-pub(crate) fn short_lived(
+fn short_lived(
     project_id: &str,
     bucket: &str,
     input: &ShortLivedInput,
-) -> Result<ShortLivedVelero, ShortLivedError> {
+) -> Result<(LocationConfig, Value), ShortLivedError> {
     let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
     let (email, audience) = (given(&input.service_account_email), given(&input.audience));
     let (Some(email), Some(audience)) = (email.clone(), audience.clone()) else {
@@ -80,7 +95,7 @@ pub(crate) fn short_lived(
     };
     let mut location = location_config(project_id, bucket);
     location.backup_config.insert("serviceAccount".into(), email.clone());
-    Ok(ShortLivedVelero { provider_spec: credentials_request_spec_wif(&email, &audience), location })
+    Ok((location, credentials_request_spec_wif(&email, &audience)))
 }
 
 pub(crate) fn credentials_wiring() -> CredentialsWiring {
@@ -112,13 +127,13 @@ mod tests {
             ),
             ..Default::default()
         };
-        let wif = short_lived("p", "b", &input).expect("wif");
-        assert_eq!(wif.provider_spec["serviceAccountEmail"], "velero@p.iam.gserviceaccount.com");
+        let (location, provider_spec) = short_lived("p", "b", &input).expect("wif");
+        assert_eq!(provider_spec["serviceAccountEmail"], "velero@p.iam.gserviceaccount.com");
         assert_eq!(
-            wif.location.backup_config.get("serviceAccount").map(String::as_str),
+            location.backup_config.get("serviceAccount").map(String::as_str),
             Some("velero@p.iam.gserviceaccount.com")
         );
-        assert_eq!(wif.location.snapshot_config.get("project").map(String::as_str), Some("p"));
+        assert_eq!(location.snapshot_config.get("project").map(String::as_str), Some("p"));
     }
 
     #[test]

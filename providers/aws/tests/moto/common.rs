@@ -506,7 +506,7 @@ pub async fn harness() -> Harness {
     let (platform, faults) = platform(REGION);
     let backdoor = MotoBackdoor { client: raw_client(REGION), faults, platform: platform.clone() };
     Harness {
-        store: platform.object_store(),
+        store: platform.object_store(&mvo_core::NO_SECTION).expect("object store"),
         capabilities: platform.capabilities(),
         region: REGION.to_owned(),
         tag_style: TagStyle::Tags,

@@ -61,7 +61,12 @@ async fn static_key_files_are_reread_after_rotation() {
     assert_eq!(key_id(&second.material), "AKIASECOND");
     // The S3 client signs with the rotated key at once (no SDK-side cache to wait out).
     let name = bucket_name("rotated");
-    let err = platform.object_store().observe_bucket(&name).await.expect_err("no such bucket");
+    let err = platform
+        .object_store(&mvo_core::NO_SECTION)
+        .expect("object store")
+        .observe_bucket(&name)
+        .await
+        .expect_err("no such bucket");
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
 }
 
@@ -128,7 +133,15 @@ async fn web_identity_is_exchanged_with_sts_cached_and_used_for_s3() {
         retention_days: Some(7),
         applied_retention_days: None,
     };
-    assert!(platform.object_store().ensure_bucket(&spec).await.expect("ensure with STS credentials").created);
+    assert!(
+        platform
+            .object_store(&mvo_core::NO_SECTION)
+            .expect("object store")
+            .ensure_bucket(&spec)
+            .await
+            .expect("ensure with STS credentials")
+            .created
+    );
     assert_eq!(platform.call_counter().calls("AssumeRoleWithWebIdentity"), 1);
     assert!(source.describe().contains("credentials"), "{}", source.describe());
 }

@@ -47,7 +47,7 @@ fn reads_only(ops: &[(String, u64)]) -> Vec<(&str, u64)> {
 #[tokio::test]
 async fn create_writes_every_setting_once_and_steady_state_is_five_reads() {
     let (platform, _) = platform(REGION);
-    let store = platform.object_store();
+    let store = platform.object_store(&mvo_core::NO_SECTION).expect("object store");
     let spec = spec(&bucket_name("steady"), "steady-cluster");
     let (report, created) = calls_during(&platform, store.ensure_bucket(&spec)).await;
     assert!(report.expect("create").created);
@@ -87,7 +87,7 @@ async fn drift_fixed_by(
 ) -> (AwsPlatform, BucketSpec) {
     let (platform, faults) = platform(REGION);
     let door = backdoor(&platform, faults);
-    let store = platform.object_store();
+    let store = platform.object_store(&mvo_core::NO_SECTION).expect("object store");
     let spec = spec(&bucket_name("drift"), "drift-cluster");
     store.ensure_bucket(&spec).await.expect("create");
     tamper(&door, &spec.name).await;
@@ -124,7 +124,7 @@ async fn removed_encryption_costs_one_put_bucket_encryption() {
 async fn kms_without_bucket_key_is_encryption_drift() {
     let (platform, faults) = platform(REGION);
     let door = backdoor(&platform, faults);
-    let store = platform.object_store();
+    let store = platform.object_store(&mvo_core::NO_SECTION).expect("object store");
     let mut spec = spec(&bucket_name("kms"), "kms-cluster");
     spec.encryption = Encryption::Kms { key: KMS_KEY.into() };
     store.ensure_bucket(&spec).await.expect("create");
@@ -212,7 +212,12 @@ async fn added_foreign_tag_is_not_drift_and_survives() {
         None,
     )
     .await;
-    let state = platform.object_store().observe_bucket(&spec.name).await.expect("observe");
+    let state = platform
+        .object_store(&mvo_core::NO_SECTION)
+        .expect("object store")
+        .observe_bucket(&spec.name)
+        .await
+        .expect("observe");
     assert_eq!(state.tags.get("team").map(String::as_str), Some("storage"));
 }
 
@@ -220,7 +225,7 @@ async fn added_foreign_tag_is_not_drift_and_survives() {
 async fn foreign_lifecycle_rules_are_written_back_verbatim() {
     let (platform, faults) = platform(REGION);
     let door = backdoor(&platform, faults);
-    let store = platform.object_store();
+    let store = platform.object_store(&mvo_core::NO_SECTION).expect("object store");
     let mut spec = spec(&bucket_name("rules"), "rules-cluster");
     store.ensure_bucket(&spec).await.expect("create");
     // A rule the neutral shape cannot express (a storage-class transition) must survive as is.
@@ -271,12 +276,22 @@ async fn us_east_1_buckets_are_created_without_location_constraint() {
     let (platform, _) = platform("us-east-1");
     let mut spec = spec(&bucket_name("use1"), "use1-cluster");
     spec.region = "us-east-1".into();
-    let report = platform.object_store().ensure_bucket(&spec).await.expect("create in us-east-1");
+    let report = platform
+        .object_store(&mvo_core::NO_SECTION)
+        .expect("object store")
+        .ensure_bucket(&spec)
+        .await
+        .expect("create in us-east-1");
     assert!(report.created);
     let location =
         raw_client("us-east-1").get_bucket_location().bucket(&spec.name).send().await.expect("loc");
     assert_eq!(location.location_constraint().map(|c| c.as_str()).unwrap_or(""), "");
-    let state = platform.object_store().observe_bucket(&spec.name).await.expect("observe");
+    let state = platform
+        .object_store(&mvo_core::NO_SECTION)
+        .expect("object store")
+        .observe_bucket(&spec.name)
+        .await
+        .expect("observe");
     assert_eq!(state.region, "us-east-1");
     // Never Object Lock: the bucket has no object lock configuration.
     let lock = raw_client("us-east-1").get_object_lock_configuration().bucket(&spec.name).send().await;
@@ -296,7 +311,11 @@ async fn recovery_picks_our_cluster_among_several_and_ignores_other_regions() {
     // Our tags, but in another region: not ours to adopt from here.
     door.create_plain_bucket(&bucket_name("west2"), "us-west-2", ours.tags()).await.expect("other region");
     door.create_plain_bucket(&ours_bucket, REGION, ours.tags()).await.expect("ours");
-    let (found, calls) = calls_during(&platform, platform.object_store().find_bucket(&ours)).await;
+    let (found, calls) = calls_during(
+        &platform,
+        platform.object_store(&mvo_core::NO_SECTION).expect("object store").find_bucket(&ours),
+    )
+    .await;
     let found = found.expect("find");
     assert!(matches!(&found, Recovery::Found { name, .. } if *name == ours_bucket), "{found:?}");
     let calls: Vec<&str> = calls.iter().map(|(op, _)| op.as_str()).collect();
@@ -312,8 +331,12 @@ async fn missing_credentials_surface_as_unauthenticated_through_the_sdk() {
     let mut config = super::common::config(REGION);
     config.credentials_dir = dir.clone();
     let platform = AwsPlatform::new(&config).expect("platform");
-    let err =
-        platform.object_store().observe_bucket(&bucket_name("nocreds")).await.expect_err("no credentials");
+    let err = platform
+        .object_store(&mvo_core::NO_SECTION)
+        .expect("object store")
+        .observe_bucket(&bucket_name("nocreds"))
+        .await
+        .expect_err("no credentials");
     assert!(matches!(err, Error::Unauthenticated { .. }), "{err:?}");
     assert!(err.to_string().contains("aws_access_key_id"), "{err}");
     assert_eq!(platform.call_counter().reads(), 0, "nothing may be sent unsigned");
@@ -324,7 +347,7 @@ async fn missing_credentials_surface_as_unauthenticated_through_the_sdk() {
 async fn iam_statements_cover_exactly_the_calls_the_provider_makes() {
     let (platform, faults) = platform(REGION);
     let door = backdoor(&platform, faults);
-    let store = platform.object_store();
+    let store = platform.object_store(&mvo_core::NO_SECTION).expect("object store");
     let spec = spec(&bucket_name("iam"), "iam-cluster");
     store.ensure_bucket(&spec).await.expect("create");
     door.set_encryption(&spec.name, None).await.expect("tamper");
@@ -352,7 +375,12 @@ async fn our_bucket_refusing_head_is_permission_denied_not_foreign() {
     let spec = spec(&bucket_name("denied"), "denied-cluster");
     door.create_plain_bucket(&spec.name, REGION, spec.owner.tags()).await.expect("ours");
     faults.deny_bucket(&spec.name);
-    let err = platform.object_store().ensure_bucket(&spec).await.expect_err("denied");
+    let err = platform
+        .object_store(&mvo_core::NO_SECTION)
+        .expect("object store")
+        .ensure_bucket(&spec)
+        .await
+        .expect_err("denied");
     assert!(
         matches!(&err, Error::PermissionDenied { operation, .. } if operation == "s3:ListBucket"),
         "{err:?}"
@@ -367,7 +395,7 @@ const MOTO_ACCOUNT: &str = "123456789012";
 async fn every_call_on_a_bucket_pins_the_operators_account_as_expected_owner() {
     let (platform, faults) = platform(REGION);
     let door = backdoor(&platform, faults.clone());
-    let store = platform.object_store();
+    let store = platform.object_store(&mvo_core::NO_SECTION).expect("object store");
     let spec = spec(&bucket_name("pinned"), "pinned-cluster");
     store.ensure_bucket(&spec).await.expect("create");
     door.set_encryption(&spec.name, None).await.expect("tamper");
@@ -395,7 +423,7 @@ async fn every_call_on_a_bucket_pins_the_operators_account_as_expected_owner() {
 async fn a_name_re_registered_by_another_account_is_refused_and_never_written() {
     let (platform, faults) = platform(REGION);
     let door = backdoor(&platform, faults.clone());
-    let store = platform.object_store();
+    let store = platform.object_store(&mvo_core::NO_SECTION).expect("object store");
     let spec = spec(&bucket_name("reregistered"), "rereg-cluster");
     store.ensure_bucket(&spec).await.expect("create");
     door.delete_bucket(&spec.name).await.expect("deleted out of band");

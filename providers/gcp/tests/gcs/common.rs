@@ -40,7 +40,7 @@ impl Fixture {
         let config = ProviderConfig {
             platform: PLATFORM.into(),
             region: Some(REGION.into()),
-            project_id: Some(PROJECT.into()),
+            facts: [(mvo_provider_gcp::PROJECT_ID_FACT.to_owned(), PROJECT.to_owned())].into(),
             infrastructure_name: "c1".into(),
             ..Default::default()
         };
@@ -85,7 +85,7 @@ impl Fixture {
 pub async fn harness() -> Harness {
     let fixture = Fixture::new();
     Harness {
-        store: fixture.platform.object_store(),
+        store: fixture.platform.object_store(&mvo_core::NO_SECTION).expect("object store"),
         capabilities: fixture.platform.capabilities(),
         backdoor: Arc::new(GcsBackdoor::new(fixture.plane, PROJECT)),
         region: REGION.into(),

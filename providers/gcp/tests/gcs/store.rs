@@ -30,7 +30,13 @@ async fn create_sends_every_setting_in_one_call() {
     let f = Fixture::new();
     let mut spec = f.spec();
     spec.encryption = Encryption::Kms { key: KMS_KEY.into() };
-    let report = f.platform.object_store().ensure_bucket(&spec).await.expect("create");
+    let report = f
+        .platform
+        .object_store(&mvo_core::NO_SECTION)
+        .expect("object store")
+        .ensure_bucket(&spec)
+        .await
+        .expect("create");
     assert!(report.created);
     assert_eq!(
         f.plane.received(),
@@ -69,7 +75,7 @@ async fn create_sends_every_setting_in_one_call() {
 async fn steady_state_is_one_read_and_no_write() {
     let f = Fixture::new();
     let spec = f.spec();
-    let store = f.platform.object_store();
+    let store = f.platform.object_store(&mvo_core::NO_SECTION).expect("object store");
     store.ensure_bucket(&spec).await.expect("create");
     let before = f.calls();
     f.plane.clear_received();
@@ -148,7 +154,7 @@ async fn each_drift_is_corrected_by_one_update_naming_only_its_field() {
         let f = Fixture::new();
         let mut spec = f.spec();
         spec.encryption = Encryption::Kms { key: KMS_KEY.into() };
-        let store = f.platform.object_store();
+        let store = f.platform.object_store(&mvo_core::NO_SECTION).expect("object store");
         store.ensure_bucket(&spec).await.expect("create");
         // A foreign label and a foreign rule added meanwhile must survive every correction.
         assert!(f.plane.modify(&spec.name, |b| {
@@ -180,7 +186,7 @@ async fn each_drift_is_corrected_by_one_update_naming_only_its_field() {
             assert_eq!(rules.len(), 3, "{}: rules {rules:?}", case.name);
         }
         let state = store.observe_bucket(&spec.name).await.expect("observe");
-        assert!(state.drift(&spec, true).is_empty(), "{}: {state:?}", case.name);
+        assert!(state.drift(&spec, mvo_core::TagStyle::Labels).is_empty(), "{}: {state:?}", case.name);
         f.plane.clear_received();
         assert!(store.ensure_bucket(&spec).await.expect("steady").is_unchanged(), "{}", case.name);
         assert!(f.updates().is_empty(), "{}", case.name);
@@ -192,7 +198,7 @@ async fn each_drift_is_corrected_by_one_update_naming_only_its_field() {
 async fn removed_lifecycle_is_restored_and_a_foreign_rule_is_written_back_verbatim() {
     let f = Fixture::new();
     let spec = f.spec();
-    let store = f.platform.object_store();
+    let store = f.platform.object_store(&mvo_core::NO_SECTION).expect("object store");
     store.ensure_bucket(&spec).await.expect("create");
     let foreign = age_rule("SetStorageClass", 30, Some("logs/"));
     assert!(f.plane.modify(&spec.name, |b| {
@@ -210,7 +216,7 @@ async fn removed_lifecycle_is_restored_and_a_foreign_rule_is_written_back_verbat
 async fn a_foreign_label_alone_is_not_drift() {
     let f = Fixture::new();
     let spec = f.spec();
-    let store = f.platform.object_store();
+    let store = f.platform.object_store(&mvo_core::NO_SECTION).expect("object store");
     store.ensure_bucket(&spec).await.expect("create");
     assert!(f.plane.modify(&spec.name, |b| {
         b.labels.insert("cost-center".into(), "42".into());
@@ -231,7 +237,13 @@ async fn conflict_on_an_unlabelled_bucket_of_our_project_is_adopted_and_enforced
     f.plane.insert(PROJECT, plain);
     // The bucket appears between our read and our create (a crashed earlier attempt).
     f.plane.fail_next_on("GetBucket", Code::NotFound);
-    let report = f.platform.object_store().ensure_bucket(&spec).await.expect("adopt");
+    let report = f
+        .platform
+        .object_store(&mvo_core::NO_SECTION)
+        .expect("object store")
+        .ensure_bucket(&spec)
+        .await
+        .expect("adopt");
     assert!(!report.created);
     assert_eq!(report.corrected, vec![Setting::PublicAccess, Setting::Lifecycle, Setting::Tags]);
     let kinds: Vec<&str> = f
@@ -269,7 +281,13 @@ async fn conflict_on_another_projects_bucket_is_refused_without_a_write() {
     theirs.bucket_id = spec.name.clone();
     f.plane.insert("someone-else", theirs);
     f.plane.fail_next_on("GetBucket", Code::NotFound);
-    let err = f.platform.object_store().ensure_bucket(&spec).await.expect_err("taken");
+    let err = f
+        .platform
+        .object_store(&mvo_core::NO_SECTION)
+        .expect("object store")
+        .ensure_bucket(&spec)
+        .await
+        .expect_err("taken");
     assert!(matches!(&err, Error::AlreadyOwnedByOther { bucket } if *bucket == spec.name), "{err}");
     assert!(!err.is_retryable());
     assert!(f.updates().is_empty());
@@ -286,7 +304,13 @@ async fn a_bucket_labelled_for_another_cluster_is_refused_untouched() {
     theirs.location = REGION.into();
     theirs.labels = Owner::new("other-cluster").labels().into_iter().collect();
     f.plane.insert(PROJECT, theirs);
-    let err = f.platform.object_store().ensure_bucket(&spec).await.expect_err("theirs");
+    let err = f
+        .platform
+        .object_store(&mvo_core::NO_SECTION)
+        .expect("object store")
+        .ensure_bucket(&spec)
+        .await
+        .expect_err("theirs");
     assert!(matches!(err, Error::AlreadyOwnedByOther { .. }), "{err}");
     assert_eq!(f.platform.call_counter().writes(), 0);
     assert_eq!(f.plane.bucket(&spec.name).map(|b| b.metageneration), Some(1));
@@ -315,7 +339,7 @@ async fn recovery_pages_through_the_project_and_matches_owner_and_location() {
     assert!(f.plane.refuse_inspection("b-locked"));
     f.plane.insert("another-project", labelled("b-ours-other-project", REGION, &ours));
 
-    let store = f.platform.object_store();
+    let store = f.platform.object_store(&mvo_core::NO_SECTION).expect("object store");
     let found = store.find_bucket(&ours).await.expect("find");
     assert_eq!(found, Recovery::Found { name: "b-ours".into(), skipped: 1 });
     assert_eq!(f.platform.call_counter().calls("ListBuckets"), 3, "6 buckets in pages of 2");
@@ -334,7 +358,7 @@ async fn recovery_pages_through_the_project_and_matches_owner_and_location() {
 async fn refused_writes_name_the_permission_and_stale_writes_are_retryable() {
     let f = Fixture::new();
     let spec = f.spec();
-    let store = f.platform.object_store();
+    let store = f.platform.object_store(&mvo_core::NO_SECTION).expect("object store");
     store.ensure_bucket(&spec).await.expect("create");
     assert!(f.plane.modify(&spec.name, |b| b.lifecycle = None));
 
@@ -375,7 +399,7 @@ async fn refused_writes_name_the_permission_and_stale_writes_are_retryable() {
 async fn a_bucket_in_our_project_we_cannot_read_is_permission_denied_not_someone_elses() {
     let f = Fixture::new();
     let spec = f.spec();
-    let store = f.platform.object_store();
+    let store = f.platform.object_store(&mvo_core::NO_SECTION).expect("object store");
     store.ensure_bucket(&spec).await.expect("create");
     assert!(f.plane.refuse_inspection(&spec.name));
     let err = store.ensure_bucket(&spec).await.expect_err("refused");
@@ -395,7 +419,13 @@ async fn our_labels_on_a_bucket_of_another_project_do_not_make_it_ours() {
     theirs.lifecycle = None;
     f.plane.insert("someone-else", theirs);
     assert!(f.plane.share(&spec.name, PROJECT));
-    let err = f.platform.object_store().ensure_bucket(&spec).await.expect_err("not in our project");
+    let err = f
+        .platform
+        .object_store(&mvo_core::NO_SECTION)
+        .expect("object store")
+        .ensure_bucket(&spec)
+        .await
+        .expect_err("not in our project");
     assert!(matches!(&err, Error::AlreadyOwnedByOther { bucket } if *bucket == spec.name), "{err}");
     assert!(f.updates().is_empty(), "updated another project's bucket: {:?}", f.updates());
     assert_eq!(f.plane.bucket(&spec.name).map(|b| b.metageneration), Some(1));
@@ -406,7 +436,7 @@ async fn our_project_is_learned_once_and_the_steady_check_stays_one_read() {
     let f = Fixture::new();
     let spec = f.spec();
     f.plane.insert(PROJECT, labelled(&spec.name, REGION, &spec.owner));
-    let store = f.platform.object_store();
+    let store = f.platform.object_store(&mvo_core::NO_SECTION).expect("object store");
     store.ensure_bucket(&spec).await.expect("ours: our project, our labels");
     f.plane.clear_received();
     store.ensure_bucket(&spec).await.expect("steady");
@@ -417,7 +447,7 @@ async fn our_project_is_learned_once_and_the_steady_check_stays_one_read() {
 async fn a_users_own_delete_rule_on_backups_survives_every_sync() {
     let f = Fixture::new();
     let mut spec = f.spec();
-    let store = f.platform.object_store();
+    let store = f.platform.object_store(&mvo_core::NO_SECTION).expect("object store");
     store.ensure_bucket(&spec).await.expect("create");
     // GCS rules have no IDs: the user's rule has the managed rule's shape, another age.
     let users = age_rule("Delete", 365, Some("backups/"));

@@ -19,7 +19,13 @@ async fn a_taken_name_answered_with_failed_precondition_is_decided_by_reading_it
     f.plane.insert(PROJECT, plain);
     // The bucket appears between our read and our create (a crashed earlier attempt).
     f.plane.fail_next_on("GetBucket", google_cloud_gax::error::rpc::Code::NotFound);
-    let report = f.platform.object_store().ensure_bucket(&ours).await.expect("ours: adopted");
+    let report = f
+        .platform
+        .object_store(&mvo_core::NO_SECTION)
+        .expect("object store")
+        .ensure_bucket(&ours)
+        .await
+        .expect("ours: adopted");
     assert!(!report.created);
     assert!(report.corrected.contains(&Setting::Tags), "{report:?}");
 
@@ -28,7 +34,13 @@ async fn a_taken_name_answered_with_failed_precondition_is_decided_by_reading_it
     foreign.bucket_id = theirs.name.clone();
     f.plane.insert("someone-else", foreign);
     f.plane.fail_next_on("GetBucket", google_cloud_gax::error::rpc::Code::NotFound);
-    let err = f.platform.object_store().ensure_bucket(&theirs).await.expect_err("theirs");
+    let err = f
+        .platform
+        .object_store(&mvo_core::NO_SECTION)
+        .expect("object store")
+        .ensure_bucket(&theirs)
+        .await
+        .expect_err("theirs");
     assert!(matches!(&err, Error::AlreadyOwnedByOther { bucket } if *bucket == theirs.name), "{err}");
 }
 
@@ -37,7 +49,7 @@ async fn an_organisation_policy_refusal_is_reported_with_its_message_and_not_ret
     let f = Fixture::new();
     f.plane.require_cmek(PROJECT);
     let spec = f.spec();
-    let store = f.platform.object_store();
+    let store = f.platform.object_store(&mvo_core::NO_SECTION).expect("object store");
     let err = store.ensure_bucket(&spec).await.expect_err("policy refuses a bucket without CMEK");
     assert!(matches!(err, Error::Refused { .. }), "{err}");
     assert!(!err.is_retryable(), "{err}");
@@ -66,7 +78,7 @@ async fn an_organisation_policy_refusal_is_reported_with_its_message_and_not_ret
 async fn a_kms_key_the_service_agent_cannot_use_names_the_key_and_the_agent() {
     let f = Fixture::new();
     f.plane.deny_kms_key(KMS_KEY);
-    let store = f.platform.object_store();
+    let store = f.platform.object_store(&mvo_core::NO_SECTION).expect("object store");
     let mut spec = f.spec();
     spec.encryption = Encryption::Kms { key: KMS_KEY.into() };
 
@@ -98,7 +110,13 @@ async fn a_kms_key_in_another_location_is_unusable_not_a_provider_error() {
     let key = "projects/mvo-test-project/locations/us-central1/keyRings/velero/cryptoKeys/backups";
     let mut spec = f.spec();
     spec.encryption = Encryption::Kms { key: key.into() };
-    let err = f.platform.object_store().ensure_bucket(&spec).await.expect_err("wrong location");
+    let err = f
+        .platform
+        .object_store(&mvo_core::NO_SECTION)
+        .expect("object store")
+        .ensure_bucket(&spec)
+        .await
+        .expect_err("wrong location");
     assert!(matches!(&err, Error::EncryptionKeyUnusable { key: k, .. } if k == key), "{err}");
     assert!(!err.is_retryable());
     assert!(err.to_string().contains("bucket's location"), "{err}");
@@ -108,7 +126,7 @@ async fn a_kms_key_in_another_location_is_unusable_not_a_provider_error() {
 async fn get_bucket_asks_for_exactly_the_fields_the_provider_uses() {
     let f = Fixture::new();
     let spec = f.spec();
-    let store = f.platform.object_store();
+    let store = f.platform.object_store(&mvo_core::NO_SECTION).expect("object store");
     store.ensure_bucket(&spec).await.expect("create");
     store.ensure_bucket(&spec).await.expect("steady");
     store.observe_bucket(&spec.name).await.expect("observe");
@@ -137,7 +155,7 @@ async fn get_bucket_asks_for_exactly_the_fields_the_provider_uses() {
 async fn international_foreign_labels_survive_a_label_correction() {
     let f = Fixture::new();
     let spec = f.spec();
-    let store = f.platform.object_store();
+    let store = f.platform.object_store(&mvo_core::NO_SECTION).expect("object store");
     store.ensure_bucket(&spec).await.expect("create");
     assert!(f.plane.modify(&spec.name, |b| {
         b.labels.remove("velero-io-backup-location");
