@@ -14,7 +14,7 @@ use kube::{
 use serde_json::Value;
 use tracing::info;
 
-use super::{Error, build::DesiredObject, plan::Plan, takeover};
+use super::{Error, build::DesiredObject, takeover, writer::Writer};
 
 /// The field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "managed-velero-operator";
@@ -67,7 +67,7 @@ pub async fn apply(
     client: &Client,
     namespace: &str,
     object: &DesiredObject,
-    plan: Option<&Plan>,
+    writer: &Writer,
 ) -> Result<Outcome, Error> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &object.resource);
     let live =
@@ -85,27 +85,27 @@ pub async fn apply(
         outcome.applied = match handover {
             None => Applied::Corrected,
             Some(managed_fields) => {
-                if plan.is_none() {
-                    hand_over(&api, object, &live, managed_fields).await?;
-                }
+                hand_over(&api, object, &live, managed_fields, writer).await?;
                 Applied::TakenOver
             }
         };
     }
-    if let Some(plan) = plan {
-        let verb = match outcome.applied {
-            Applied::Created => "create",
-            Applied::TakenOver => "take over (hand field ownership to this operator, then apply)",
-            _ => "restore drifted fields of",
-        };
-        plan.record(format!("kubernetes: {verb} {}", object.describe()));
-        return Ok(outcome);
-    }
+    let verb = match outcome.applied {
+        Applied::Created => "create",
+        Applied::TakenOver => "take over (hand field ownership to this operator, then apply)",
+        _ => "restore drifted fields of",
+    };
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(&object.name, &params, &Patch::Apply(&object.object))
+    let written = writer
+        .write(
+            || Some(format!("{verb} {}", object.describe())),
+            || async { api.patch(&object.name, &params, &Patch::Apply(&object.object)).await },
+        )
         .await
         .map_err(|source| Error::Apply { object: object.describe(), source })?;
-    info!(object = %object.describe(), outcome = ?outcome.applied, "applied");
+    if written.is_some() {
+        info!(object = %object.describe(), outcome = ?outcome.applied, "applied");
+    }
     Ok(outcome)
 }
 
@@ -116,15 +116,23 @@ async fn hand_over(
     object: &DesiredObject,
     live: &Value,
     managed_fields: Vec<Value>,
+    writer: &Writer,
 ) -> Result<(), Error> {
     let patch = serde_json::json!({"metadata": {
         "resourceVersion": live["metadata"]["resourceVersion"],
         "managedFields": managed_fields,
     }});
-    api.patch(&object.name, &PatchParams::default(), &Patch::Merge(&patch))
+    // The plan line of the apply that follows names the take-over.
+    let written = writer
+        .write(
+            || None,
+            || async { api.patch(&object.name, &PatchParams::default(), &Patch::Merge(&patch)).await },
+        )
         .await
         .map_err(|source| Error::Apply { object: object.describe(), source })?;
-    info!(object = %object.describe(), "field ownership handed over to this operator");
+    if written.is_some() {
+        info!(object = %object.describe(), "field ownership handed over to this operator");
+    }
     Ok(())
 }
 

@@ -182,23 +182,24 @@ async fn persist_name(
     name: &str,
     version: &mut Option<String>,
 ) -> Result<(), Error> {
-    if let Some(plan) = &ctx.plan {
-        plan.record(format!(
-            "kubernetes: record bucket name {name} in the VeleroInstall status before creating it"
-        ));
-        return Ok(());
-    }
     let api: Api<VeleroInstall> = Api::namespaced(ctx.client.clone(), &vi.namespace().unwrap_or_default());
     let mut patch = json!({"status": {"storageBucket": {"name": name, "provisioned": false}}});
     if let Some(version) = version.as_deref() {
         patch["metadata"] = json!({"resourceVersion": version});
     }
-    let updated = api
-        .patch_status(&vi.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+    let describe =
+        || Some(format!("record bucket name {name} in the VeleroInstall status before creating it"));
+    let written = ctx
+        .writer
+        .write(describe, || async {
+            api.patch_status(&vi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await
+        })
         .await
         .map_err(|source| Error::UpdateStatus { source })?;
-    *version = updated.resource_version();
-    info!(bucket = name, "bucket name recorded before creation");
+    if let Some(updated) = written {
+        *version = updated.resource_version();
+        info!(bucket = name, "bucket name recorded before creation");
+    }
     Ok(())
 }
 
@@ -212,7 +213,9 @@ pub async fn ensure(
     let status = storage_status(vi);
     let now = Timestamp::now();
     // Plan mode always looks at the cloud.
-    if let (Some(name), Some(next_check_in), None) = (&status.name, next_check(vi, desired, now), &ctx.plan) {
+    if let (Some(name), Some(next_check_in), false) =
+        (&status.name, next_check(vi, desired, now), ctx.writer.is_plan())
+    {
         return Ok(BucketOutcome::NotDue { name: name.clone(), next_check_in });
     }
     let store = ctx.object_store(vi)?;

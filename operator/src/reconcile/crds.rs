@@ -37,7 +37,7 @@ use super::{
     Error,
     apply::FIELD_MANAGER,
     build::{CRDS_JOB_COMPONENT, stable_hash},
-    plan::Plan,
+    writer::Writer,
 };
 
 /// ConfigMap recording which CRD Job was applied and the spec hash of each CRD it applied.
@@ -220,8 +220,8 @@ pub struct Crds<'a> {
     pub namespace: &'a str,
     /// The desired Job, named by its template hash.
     pub job: &'a Job,
-    /// Plan mode: record instead of writing.
-    pub plan: Option<&'a Plan>,
+    /// Where the writes go.
+    pub writer: &'a Writer,
 }
 
 fn read(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
@@ -319,14 +319,9 @@ impl Crds<'_> {
 
     async fn create_job(&self, jobs: &Api<Job>) -> Result<(), Error> {
         let name = self.job_name();
-        if let Some(plan) = self.plan {
-            plan.record(format!("kubernetes: create Job/{name} to print the Velero CRDs"));
-            return Ok(());
-        }
-        match jobs
-            .create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, self.job)
-            .await
-        {
+        let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        let describe = || Some(format!("create Job/{name} to print the Velero CRDs"));
+        match self.writer.write(describe, || jobs.create(&params, self.job)).await {
             Ok(_) => Ok(()),
             // Created meanwhile by another pass: same name, same template.
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
@@ -336,11 +331,12 @@ impl Crds<'_> {
 
     async fn delete_job(&self, jobs: &Api<Job>) -> Result<(), Error> {
         let name = self.job_name();
-        if let Some(plan) = self.plan {
-            plan.record(format!("kubernetes: delete Job/{name} to run it again"));
-            return Ok(());
-        }
-        match jobs.delete(&name, &DeleteParams::background()).await {
+        let describe = || Some(format!("delete Job/{name} to run it again"));
+        match self
+            .writer
+            .write(describe, || async { jobs.delete(&name, &DeleteParams::background()).await })
+            .await
+        {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
             Err(source) => Err(Error::Apply { object: format!("Job/{name}"), source }),
@@ -354,12 +350,14 @@ impl Crds<'_> {
         let listed = jobs.list(&ListParams::default().labels(&selector)).await.map_err(read("CRD Jobs"))?;
         for stale in listed.items.iter().filter(|j| j.name_any() != current) {
             let name = stale.name_any();
-            if let Some(plan) = self.plan {
-                plan.record(format!("kubernetes: delete Job/{name} (an earlier template)"));
-                continue;
-            }
-            match jobs.delete(&name, &DeleteParams::background()).await {
-                Ok(_) => info!(job = %name, "deleted the CRD Job of an earlier template"),
+            let describe = || Some(format!("delete Job/{name} (an earlier template)"));
+            match self
+                .writer
+                .write(describe, || async { jobs.delete(&name, &DeleteParams::background()).await })
+                .await
+            {
+                Ok(None) => {}
+                Ok(Some(_)) => info!(job = %name, "deleted the CRD Job of an earlier template"),
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
                 Err(source) => return Err(Error::Apply { object: format!("Job/{name}"), source }),
             }
@@ -420,16 +418,8 @@ impl Crds<'_> {
                     .await;
             }
         };
-        if let Some(plan) = self.plan {
-            let names: Vec<String> = crds.iter().map(|c| c.name_any()).collect();
-            plan.record(format!(
-                "kubernetes: apply the Velero CRDs printed by Job/{job_name}: {}",
-                names.join(", ")
-            ));
-            return Ok(CrdsOutcome::Applied { foreign: Vec::new(), foreign_changed: false });
-        }
         let ours: BTreeSet<String> = record.applied.keys().cloned().collect();
-        let (applied, foreign) = apply_crds(self.client, crds, &ours).await?;
+        let (applied, foreign) = apply_crds(self.client, crds, &ours, self.writer).await?;
         let foreign_changed = foreign != record.foreign;
         record = Record { job: job_name, applied, foreign: foreign.clone(), ..Record::default() };
         self.save(configmaps, &record).await?;
@@ -465,17 +455,16 @@ impl Crds<'_> {
     }
 
     async fn save(&self, configmaps: &Api<ConfigMap>, record: &Record) -> Result<(), Error> {
-        if self.plan.is_some() {
-            return Ok(());
-        }
         let owner = self.job.owner_references().first().cloned();
         let cm = json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": CRDS_RECORD, "namespace": self.namespace, "ownerReferences": owner.into_iter().collect::<Vec<_>>()},
             "data": record.data(),
         });
-        configmaps
-            .patch(CRDS_RECORD, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&cm))
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        // The operator's own bookkeeping: not a change a person reviews in a plan.
+        self.writer
+            .write(|| None, || async { configmaps.patch(CRDS_RECORD, &params, &Patch::Apply(&cm)).await })
             .await
             .map_err(write(format!("ConfigMap/{CRDS_RECORD}")))?;
         Ok(())
@@ -517,6 +506,7 @@ async fn apply_crds(
     client: &Client,
     crds: Vec<CustomResourceDefinition>,
     ours: &BTreeSet<String>,
+    writer: &Writer,
 ) -> Result<(BTreeMap<String, String>, Vec<String>), Error> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -540,11 +530,13 @@ async fn apply_crds(
             ..Default::default()
         };
         crd.status = None;
-        let live = api
-            .patch(&name, &params, &Patch::Apply(&crd))
+        let describe =
+            || Some(format!("apply CustomResourceDefinition/{name} (printed by the Velero CRD Job)"));
+        let live = writer
+            .write(describe, || async { api.patch(&name, &params, &Patch::Apply(&crd)).await })
             .await
             .map_err(write(format!("CustomResourceDefinition/{name}")))?;
-        applied.insert(name, spec_hash(&live));
+        applied.insert(name, spec_hash(live.as_ref().unwrap_or(&crd)));
     }
     info!(applied = ?applied.keys().collect::<Vec<_>>(), foreign = ?foreign, "Velero CRDs applied");
     Ok((applied, foreign))

@@ -23,7 +23,7 @@ use kube::{
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
 
-use super::plan::Plan;
+use super::writer::Writer;
 
 /// (type, reason, action, regarding namespace, name, uid).
 type Key = (String, String, String, Option<String>, Option<String>, Option<String>);
@@ -36,8 +36,8 @@ pub struct Events {
     client: Client,
     reporter: Reporter,
     latest: Arc<Mutex<Latest>>,
-    /// Set in plan mode: events are recorded here instead of posted.
-    plan: Option<Arc<Plan>>,
+    /// Where events go: posted, or described in the plan.
+    writer: Writer,
 }
 
 impl std::fmt::Debug for Events {
@@ -47,14 +47,9 @@ impl std::fmt::Debug for Events {
 }
 
 impl Events {
-    /// Events reported as `reporter`.
-    pub fn new(client: Client, reporter: Reporter) -> Self {
-        Events { client, reporter, latest: Arc::default(), plan: None }
-    }
-
-    /// The same publisher, recording every event in `plan` instead of posting it.
-    pub fn recording_into(self, plan: Arc<Plan>) -> Self {
-        Events { plan: Some(plan), ..self }
+    /// Events reported as `reporter`, written through `writer`.
+    pub fn new(client: Client, reporter: Reporter, writer: Writer) -> Self {
+        Events { client, reporter, latest: Arc::default(), writer }
     }
 
     fn latest(&self) -> MutexGuard<'_, Latest> {
@@ -68,11 +63,6 @@ impl Events {
             EventType::Normal => "Normal",
             EventType::Warning => "Warning",
         };
-        if let Some(plan) = &self.plan {
-            let note = event.note.as_deref().unwrap_or_default();
-            plan.record(format!("kubernetes: event {type_} {}: {note}", event.reason));
-            return Ok(());
-        }
         let key: Key = (
             type_.to_owned(),
             event.reason.clone(),
@@ -92,6 +82,10 @@ impl Events {
                 }
             }
         };
-        recorder.publish(event, regarding).await
+        let describe = || {
+            let note = event.note.as_deref().unwrap_or_default();
+            Some(format!("event {type_} {}: {note}", event.reason))
+        };
+        self.writer.write(describe, || recorder.publish(event, regarding)).await.map(drop)
     }
 }

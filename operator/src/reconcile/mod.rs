@@ -13,6 +13,7 @@ pub mod plan;
 pub mod schedules;
 pub mod takeover;
 pub mod validate;
+pub mod writer;
 
 use std::{
     collections::HashMap,
@@ -48,6 +49,7 @@ use self::{
     events::Events,
     plan::{Plan, PlanStore},
     validate::{DEFAULT_RESYNC_INTERVAL, DesiredInstall, InvalidSpec},
+    writer::Writer,
 };
 use crate::{
     crd::{RECONCILED_NAME, VeleroInstall, VeleroInstallStatus},
@@ -79,8 +81,8 @@ pub struct Context {
     pub events: Events,
     /// Metrics the reconciles record.
     pub metrics: Arc<Metrics>,
-    /// Set in plan mode: writes are recorded here instead of made.
-    pub plan: Option<Arc<Plan>>,
+    /// Where every Kubernetes write goes: the API server, or (plan mode) the plan.
+    pub writer: Writer,
     /// Set on token-based clusters (AWS STS, GCP WIF): the environment's defaults for Velero's
     /// identity; `None` where the credential operator mints long-lived keys.
     pub short_lived: Option<ShortLivedInput>,
@@ -102,12 +104,12 @@ impl Context {
     ) -> Self {
         let metrics = Arc::new(Metrics::new(platform.as_ref()));
         Context {
-            events: Events::new(client.clone(), reporter),
+            events: Events::new(client.clone(), reporter, Writer::Live),
             client,
             platform,
             infrastructure_name,
             metrics,
-            plan: None,
+            writer: Writer::Live,
             short_lived: None,
             failures: FailureBackoff::default(),
             health: Arc::default(),
@@ -131,9 +133,9 @@ impl Context {
         reporter: Reporter,
     ) -> (Self, Arc<Plan>) {
         let plan = Arc::new(Plan::default());
-        let mut ctx = Self::new(client, platform, infrastructure_name, reporter);
-        ctx.events = ctx.events.recording_into(plan.clone());
-        ctx.plan = Some(plan.clone());
+        let mut ctx = Self::new(client.clone(), platform, infrastructure_name, reporter.clone());
+        ctx.writer = Writer::Plan(plan.clone());
+        ctx.events = Events::new(client, reporter, ctx.writer.clone());
         (ctx, plan)
     }
 
@@ -147,7 +149,7 @@ impl Context {
     pub fn object_store(&self, vi: &VeleroInstall) -> Result<Arc<dyn ObjectStore>, Error> {
         let store =
             self.platform.object_store(self.section(vi)).map_err(|source| Error::ObjectStore { source })?;
-        Ok(match &self.plan {
+        Ok(match self.writer.plan() {
             Some(plan) => Arc::new(PlanStore::new(store, plan.clone(), self.platform.tag_style())),
             None => store,
         })
@@ -457,27 +459,29 @@ async fn write_status(
     if next == current {
         return Ok(());
     }
-    if let Some(plan) = &ctx.plan {
-        // Plan mode always checks the bucket, so a new lastSyncTimestamp alone is not a change.
-        let without_sync = |status: &VeleroInstallStatus| {
-            let mut status = status.clone();
-            if let Some(bucket) = status.storage_bucket.as_mut() {
-                bucket.last_sync_timestamp = None;
-            }
-            status
-        };
-        if without_sync(&next) != without_sync(&current) {
-            plan.record(format!(
-                "kubernetes: update the status of VeleroInstall/{}: {}",
+    // A plan always checks the bucket, so a new lastSyncTimestamp alone is not a change to show.
+    let without_sync = |status: &VeleroInstallStatus| {
+        let mut status = status.clone();
+        if let Some(bucket) = status.storage_bucket.as_mut() {
+            bucket.last_sync_timestamp = None;
+        }
+        status
+    };
+    let describe = || {
+        (without_sync(&next) != without_sync(&current)).then(|| {
+            format!(
+                "update the status of VeleroInstall/{}: {}",
                 vi.name_any(),
                 describe_status_change(&current, &next)
-            ));
-        }
-        return Ok(());
-    }
+            )
+        })
+    };
     let api: Api<VeleroInstall> = Api::namespaced(ctx.client.clone(), &vi.namespace().unwrap_or_default());
     let patch = json!({"status": status_patch(&current, &next)});
-    api.patch_status(&vi.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+    ctx.writer
+        .write(describe, || async {
+            api.patch_status(&vi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await
+        })
         .await
         .map_err(|source| Error::UpdateStatus { source })?;
     Ok(())
@@ -532,7 +536,7 @@ fn describe_status_change(current: &VeleroInstallStatus, next: &VeleroInstallSta
 async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Result<Action, Error> {
     let now = Timestamp::now();
     let namespace = vi.namespace().unwrap_or_default();
-    if ctx.plan.is_some() || bucket::next_check(vi, desired, now).is_none() {
+    if ctx.writer.is_plan() || bucket::next_check(vi, desired, now).is_none() {
         ctx.platform
             .credential_source()
             .credential()
@@ -541,7 +545,7 @@ async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Res
     }
     // The retention Velero keeps backups for bounds the lifecycle expiry; read only when the
     // bucket is checked in this pass.
-    let longest = if ctx.plan.is_some() || bucket::next_check(vi, desired, now).is_none() {
+    let longest = if ctx.writer.is_plan() || bucket::next_check(vi, desired, now).is_none() {
         schedules::longest(&ctx.client, &namespace).await?
     } else {
         None
@@ -652,22 +656,17 @@ async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Res
             .partition(|o| o.resource.group == "velero.io");
     let mut applied = Vec::new();
     for object in &others {
-        applied.push((
-            object.describe(),
-            apply::apply(&ctx.client, &namespace, object, ctx.plan.as_deref()).await?,
-        ));
+        applied.push((object.describe(), apply::apply(&ctx.client, &namespace, object, &ctx.writer).await?));
     }
     let crds_job = build::crds_job(vi, desired);
-    let crds = Crds { client: &ctx.client, namespace: &namespace, job: &crds_job, plan: ctx.plan.as_deref() }
+    let crds = Crds { client: &ctx.client, namespace: &namespace, job: &crds_job, writer: &ctx.writer }
         .ensure()
         .await?;
     announce_crds(ctx, vi, &crds).await;
     if matches!(crds, CrdsOutcome::Applied { .. }) {
         for object in &velero_kinds {
-            applied.push((
-                object.describe(),
-                apply::apply(&ctx.client, &namespace, object, ctx.plan.as_deref()).await?,
-            ));
+            applied
+                .push((object.describe(), apply::apply(&ctx.client, &namespace, object, &ctx.writer).await?));
         }
     }
     announce_objects(ctx, vi, &applied).await;
