@@ -18,8 +18,10 @@ pub fn registered_platforms() -> Vec<&'static str> {
 mod tests {
     #[test]
     #[cfg(all(feature = "aws", feature = "gcp"))]
-    fn registry_holds_exactly_aws_and_gcp() {
-        assert_eq!(mvo_core::Registry::global().expect("no duplicate providers").platforms(), ["AWS", "GCP"]);
-        assert_eq!(super::registered_platforms(), ["AWS", "GCP"]);
+    fn registry_holds_aws_and_gcp() {
+        // Other linked providers may join; this build's own two must be there.
+        let platforms = mvo_core::Registry::global().expect("no duplicate providers").platforms();
+        assert!(platforms.contains(&"AWS") && platforms.contains(&"GCP"), "{platforms:?}");
+        assert_eq!(super::registered_platforms(), platforms);
     }
 }

@@ -216,9 +216,14 @@ mod tests {
 
     #[test]
     fn unknown_platform_lists_the_supported_ones() {
-        let err = select_platform(registry(), &facts("Azure", None, None), &ProviderSettings::default())
-            .expect_err("Azure");
-        assert_eq!(err.to_string(), r#"platform "Azure" is not supported; supported platforms: AWS, GCP"#);
+        let err = select_platform(registry(), &facts("BareMetal", None, None), &ProviderSettings::default())
+            .expect_err("BareMetal");
+        let supported = registry().platforms().join(", ");
+        assert_eq!(
+            err.to_string(),
+            format!(r#"platform "BareMetal" is not supported; supported platforms: {supported}"#)
+        );
+        assert!(supported.contains("AWS, GCP"), "{supported}");
         assert_eq!(err.exit_code(), EXIT_UNSUITABLE_ENVIRONMENT);
     }
 
