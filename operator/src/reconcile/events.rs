@@ -8,6 +8,8 @@
 //! gets a fresh recorder and so a new Event carrying it. Only the latest note per key is kept, so
 //! memory stays bounded by the number of distinct reasons.
 //!
+//! The announcements of a pass (bucket, CRDs, objects) are here too, each one event per new fact.
+//!
 //! Every event of a reconcile goes through [`Events::publish`]; in plan mode the publisher records
 //! the event in the [`Plan`] instead of posting it, so a plan never tells the cluster about things
 //! it did not do.
@@ -24,6 +26,10 @@ use kube::{
 };
 
 use super::writer::Writer;
+use super::{Context, apply, apply::Applied, crds::CrdsOutcome};
+use crate::crd::VeleroInstall;
+use kube::Resource;
+use tracing::{info, warn};
 
 /// (type, reason, action, regarding namespace, name, uid).
 type Key = (String, String, String, Option<String>, Option<String>, Option<String>);
@@ -87,5 +93,104 @@ impl Events {
             Some(format!("event {type_} {}: {note}", event.reason))
         };
         self.writer.write(describe, || recorder.publish(event, regarding)).await.map(drop)
+    }
+}
+
+pub(super) async fn publish(
+    ctx: &Context,
+    vi: &VeleroInstall,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event =
+        Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+    if let Err(err) = ctx.events.publish(&event, &vi.object_ref(&())).await {
+        warn!(error = %err, reason, "could not publish event");
+    }
+}
+
+/// One event per new fact about the CRDs: output refused, another installer's CRDs found.
+pub(super) async fn announce_crds(ctx: &Context, vi: &VeleroInstall, crds: &CrdsOutcome) {
+    match crds {
+        CrdsOutcome::Refused { message, first: true } => {
+            publish(ctx, vi, EventType::Warning, "VeleroCRDsRefused", "ApplyCRDs", message.clone()).await;
+        }
+        CrdsOutcome::Applied { foreign, foreign_changed: true } if !foreign.is_empty() => {
+            let note =
+                format!("Velero CRDs managed by another installer were left alone: {}", foreign.join(", "));
+            publish(ctx, vi, EventType::Warning, "VeleroCRDsManagedElsewhere", "ApplyCRDs", note).await;
+        }
+        _ => {}
+    }
+}
+
+pub(super) async fn announce_objects(
+    ctx: &Context,
+    vi: &VeleroInstall,
+    applied: &[(String, apply::Outcome)],
+) {
+    let with = |outcome: Applied| -> Vec<&str> {
+        applied.iter().filter(|(_, a)| a.applied == outcome).map(|(o, _)| o.as_str()).collect()
+    };
+    let taken_over = with(Applied::TakenOver);
+    if !taken_over.is_empty() {
+        let note = format!(
+            "took over {} from the previous operator: field ownership handed over, foreign controller references replaced",
+            taken_over.join(", ")
+        );
+        publish(ctx, vi, EventType::Normal, "VeleroObjectsTakenOver", "Apply", note).await;
+    }
+    for (object, outcome) in applied {
+        if let Some((before, after)) = &outcome.images {
+            let note =
+                format!("{object}: images {} -> {} (one rollout)", before.join(", "), after.join(", "));
+            info!(%object, ?before, ?after, "Velero images changed");
+            publish(ctx, vi, EventType::Normal, "VeleroImageChanged", "Apply", note).await;
+        }
+    }
+    let (installed, restored) = (with(Applied::Created), with(Applied::Corrected));
+    if !installed.is_empty() {
+        let note = format!("created {}", installed.join(", "));
+        publish(ctx, vi, EventType::Normal, "VeleroInstalled", "Apply", note).await;
+    }
+    if !restored.is_empty() {
+        let note = format!("restored {}", restored.join(", "));
+        publish(ctx, vi, EventType::Normal, "VeleroObjectRestored", "Apply", note).await;
+    }
+}
+
+pub(super) async fn announce_bucket(
+    ctx: &Context,
+    vi: &VeleroInstall,
+    name: &str,
+    report: &mvo_core::BucketReport,
+    recreated_missing: bool,
+    recovered: bool,
+) {
+    if recreated_missing {
+        let note = format!("bucket {name} was missing (deleted out of band) and has been created again");
+        publish(ctx, vi, EventType::Warning, "BucketMissing", "EnsureBucket", note).await;
+    } else if report.created {
+        publish(
+            ctx,
+            vi,
+            EventType::Normal,
+            "BucketCreated",
+            "EnsureBucket",
+            format!("created bucket {name}"),
+        )
+        .await;
+    }
+    if recovered {
+        let note = format!("adopted bucket {name}, found by this cluster's owner tags");
+        publish(ctx, vi, EventType::Normal, "BucketRecovered", "EnsureBucket", note).await;
+    }
+    if !report.corrected.is_empty() {
+        let settings: Vec<&str> = report.corrected.iter().map(|s| s.as_str()).collect();
+        let note = format!("corrected drifted settings of bucket {name}: {}", settings.join(", "));
+        info!(bucket = name, settings = ?settings, "bucket settings corrected");
+        publish(ctx, vi, EventType::Normal, "BucketSettingCorrected", "EnsureBucket", note).await;
     }
 }

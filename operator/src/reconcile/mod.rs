@@ -1,200 +1,58 @@
 //! The reconcile pipeline of SPEC section 4, one step per module:
 //! [`validate`] (pure) -> [`bucket`] (cloud) -> [`build`] (pure) -> [`apply`] (Kubernetes) ->
-//! status and events (here). [`reconcile`] is the controller's entry point; [`error_policy`]
+//! [`status`] and [`events`]; what a pass shares is in [`context`], and every write goes through
+//! its [`writer`]. [`reconcile`] is the controller's entry point; [`error_policy`]
 //! decides the retry of a failed pass.
 
 pub mod apply;
 pub mod bucket;
 pub mod build;
 pub mod conditions;
+pub mod context;
 pub mod crds;
 pub mod events;
 pub mod plan;
 pub mod schedules;
+pub mod status;
 pub mod takeover;
 pub mod validate;
 pub mod writer;
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::{
     api::{apps::v1::Deployment, core::v1::Secret},
     jiff::Timestamp,
 };
 use kube::{
-    Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams},
-    runtime::{
-        controller::Action,
-        events::{Event, EventType, Reporter},
-    },
+    Api, ResourceExt,
+    runtime::{controller::Action, events::EventType},
 };
 use mvo_core::{
-    ObjectStore, Platform, ShortLivedError, ShortLivedField, ShortLivedInput, VeleroFacts, VeleroInput,
+    ShortLivedError, ShortLivedField, ShortLivedInput, VeleroFacts, VeleroInput,
     velero::VELERO_CREDENTIALS_SECRET,
 };
-use serde_json::json;
-use tracing::{info, instrument, warn};
+use tracing::{instrument, warn};
 
+pub use self::context::{Context, FailureBackoff};
 use self::{
-    apply::Applied,
     bucket::BucketOutcome,
     build::VeleroCredentials,
-    conditions::{BUCKET_READY, CREDENTIALS_READY, PLATFORM_SUPPORTED, Report, VELERO_READY},
+    conditions::{BUCKET_READY, CREDENTIALS_READY, Report, VELERO_READY},
+    context::jitter,
     crds::{Crds, CrdsOutcome},
-    events::Events,
-    plan::{Plan, PlanStore},
+    events::{announce_bucket, announce_crds, announce_objects, publish},
+    status::{merge, platform_supported, write_status},
     validate::{DEFAULT_RESYNC_INTERVAL, DesiredInstall, InvalidSpec},
-    writer::Writer,
 };
-use crate::{
-    crd::{RECONCILED_NAME, VeleroInstall, VeleroInstallStatus},
-    health::{Health, PASS_DEADLINE},
-    metrics::Metrics,
-};
+use crate::crd::{RECONCILED_NAME, VeleroInstall};
 
-/// Shortest and longest wait after a retryable failure.
-const BACKOFF_MIN: Duration = Duration::from_secs(5);
-const BACKOFF_MAX: Duration = Duration::from_secs(300);
-/// Spread of a failure backoff: wider than the resync's ±10%, since failures start together.
-const BACKOFF_JITTER_PERCENT: u32 = 25;
 /// How soon to look again while waiting for others (credential operator, Deployment rollout).
 const WAITING_REQUEUE: Duration = Duration::from_secs(30);
 /// How long reporting a missed pass deadline (status, event) may take.
 const REPORT_DEADLINE: Duration = Duration::from_secs(30);
 /// Event notes are truncated to this many bytes (the API limit is 1 KiB).
 const MAX_NOTE: usize = 1024;
-
-/// What every reconcile shares.
-pub struct Context {
-    /// Kubernetes client.
-    pub client: Client,
-    /// The cloud the cluster runs on.
-    pub platform: Arc<dyn Platform>,
-    /// The cluster's infrastructure name: the bucket owner identity.
-    pub infrastructure_name: String,
-    /// Event publisher shared by all reconciles.
-    pub events: Events,
-    /// Metrics the reconciles record.
-    pub metrics: Arc<Metrics>,
-    /// Where every Kubernetes write goes: the API server, or (plan mode) the plan.
-    pub writer: Writer,
-    /// Set on token-based clusters (AWS STS, GCP WIF): the environment's defaults for Velero's
-    /// identity; `None` where the credential operator mints long-lived keys.
-    pub short_lived: Option<ShortLivedInput>,
-    /// Consecutive retryable failures per object UID, for exponential backoff.
-    failures: FailureBackoff,
-    /// Readiness and liveness, which passes report to.
-    pub health: Arc<Health>,
-    /// Longest a pass may run before it is cancelled ([`PASS_DEADLINE`]; shorter in tests).
-    pub pass_deadline: Duration,
-}
-
-impl Context {
-    /// A context for `platform` in the cluster named `infrastructure_name`.
-    pub fn new(
-        client: Client,
-        platform: Arc<dyn Platform>,
-        infrastructure_name: String,
-        reporter: Reporter,
-    ) -> Self {
-        let metrics = Arc::new(Metrics::new(platform.as_ref()));
-        Context {
-            events: Events::new(client.clone(), reporter, Writer::Live),
-            client,
-            platform,
-            infrastructure_name,
-            metrics,
-            writer: Writer::Live,
-            short_lived: None,
-            failures: FailureBackoff::default(),
-            health: Arc::default(),
-            pass_deadline: PASS_DEADLINE,
-        }
-    }
-
-    /// This context on a token-based cluster when `short_lived` is set, with the environment's
-    /// defaults for Velero's identity.
-    pub fn with_short_lived(mut self, short_lived: Option<ShortLivedInput>) -> Self {
-        self.short_lived = short_lived;
-        self
-    }
-
-    /// A context that runs the pipeline read-only, recording into the returned [`Plan`] what it
-    /// would change in the cloud and in Kubernetes.
-    pub fn for_plan(
-        client: Client,
-        platform: Arc<dyn Platform>,
-        infrastructure_name: String,
-        reporter: Reporter,
-    ) -> (Self, Arc<Plan>) {
-        let plan = Arc::new(Plan::default());
-        let mut ctx = Self::new(client.clone(), platform, infrastructure_name, reporter.clone());
-        ctx.writer = Writer::Plan(plan.clone());
-        ctx.events = Events::new(client, reporter, ctx.writer.clone());
-        (ctx, plan)
-    }
-
-    /// The provider's own section of `vi`'s spec (`Value::Null` when it owns none or it is absent).
-    pub fn section<'a>(&self, vi: &'a VeleroInstall) -> &'a serde_json::Value {
-        vi.spec.section(self.platform.spec_fields().section.map(|s| s.key))
-    }
-
-    /// The provider's bucket operations for this pass of `vi`; in plan mode a store that only
-    /// reads and records what it would change.
-    pub fn object_store(&self, vi: &VeleroInstall) -> Result<Arc<dyn ObjectStore>, Error> {
-        let store =
-            self.platform.object_store(self.section(vi)).map_err(|source| Error::ObjectStore { source })?;
-        Ok(match self.writer.plan() {
-            Some(plan) => Arc::new(PlanStore::new(store, plan.clone(), self.platform.tag_style())),
-            None => store,
-        })
-    }
-
-    /// The wait before retrying `uid` after another retryable failure (see [`FailureBackoff`]).
-    pub fn next_backoff(&self, uid: &str) -> Duration {
-        self.failures.next(uid)
-    }
-
-    fn reset_backoff(&self, uid: &str) {
-        self.failures.reset(uid);
-    }
-}
-
-/// Consecutive retryable failures per object UID, and the backoff they earn.
-#[derive(Debug, Default)]
-pub struct FailureBackoff(Mutex<HashMap<String, u32>>);
-
-impl FailureBackoff {
-    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// The wait before retrying `uid` after another retryable failure: 5 s doubling to 5 min,
-    /// spread by ±[`BACKOFF_JITTER_PERCENT`]% so that clusters failing together (a regional
-    /// cloud outage) do not retry together.
-    pub fn next(&self, uid: &str) -> Duration {
-        let mut failures = self.failures();
-        let count = failures.entry(uid.to_owned()).or_default();
-        let delay = backoff_delay(*count);
-        *count = count.saturating_add(1);
-        spread(delay, BACKOFF_JITTER_PERCENT)
-    }
-
-    /// Forgets the failures of `uid` after a successful pass.
-    pub fn reset(&self, uid: &str) {
-        self.failures().remove(uid);
-    }
-}
-
-/// The wait after `failures` earlier consecutive failures: 5 s doubling, capped at 5 min.
-fn backoff_delay(failures: u32) -> Duration {
-    BACKOFF_MIN.saturating_mul(1u32 << failures.min(16)).min(BACKOFF_MAX)
-}
 
 /// Why a reconcile pass failed.
 #[derive(Debug, thiserror::Error)]
@@ -381,14 +239,6 @@ pub fn error_policy(vi: Arc<VeleroInstall>, err: &Error, ctx: Arc<Context>) -> A
     }
 }
 
-fn merge(
-    vi: &VeleroInstall,
-    reports: &[Report],
-) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    let existing = vi.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
-    conditions::merge(existing, reports, vi.metadata.generation, Timestamp::now())
-}
-
 async fn invalid_spec(ctx: &Context, vi: &VeleroInstall, invalid: InvalidSpec) -> Result<Action, Error> {
     let message = invalid.to_string();
     let reports = [platform_supported(ctx), Report::fail(conditions::READY, "InvalidSpec", message.clone())];
@@ -399,14 +249,6 @@ async fn invalid_spec(ctx: &Context, vi: &VeleroInstall, invalid: InvalidSpec) -
     .await?;
     publish(ctx, vi, EventType::Warning, "InvalidSpec", "Validate", message).await;
     Ok(Action::await_change())
-}
-
-fn platform_supported(ctx: &Context) -> Report {
-    Report::ok(
-        PLATFORM_SUPPORTED,
-        "Supported",
-        format!("{} in {}", ctx.platform.name(), ctx.platform.region()),
-    )
 }
 
 async fn report_failure(ctx: &Context, vi: &VeleroInstall, err: &Error) {
@@ -432,107 +274,6 @@ async fn report_failure(ctx: &Context, vi: &VeleroInstall, err: &Error) {
     }
 }
 
-async fn publish(
-    ctx: &Context,
-    vi: &VeleroInstall,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
-    let event =
-        Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
-    if let Err(err) = ctx.events.publish(&event, &vi.object_ref(&())).await {
-        warn!(error = %err, reason, "could not publish event");
-    }
-}
-
-/// Writes the status produced by `change` applied to the current status, unless it is equal.
-async fn write_status(
-    ctx: &Context,
-    vi: &VeleroInstall,
-    change: impl FnOnce(&mut VeleroInstallStatus),
-) -> Result<(), Error> {
-    let current = vi.status.clone().unwrap_or_default();
-    let mut next = current.clone();
-    change(&mut next);
-    if next == current {
-        return Ok(());
-    }
-    // A plan always checks the bucket, so a new lastSyncTimestamp alone is not a change to show.
-    let without_sync = |status: &VeleroInstallStatus| {
-        let mut status = status.clone();
-        if let Some(bucket) = status.storage_bucket.as_mut() {
-            bucket.last_sync_timestamp = None;
-        }
-        status
-    };
-    let describe = || {
-        (without_sync(&next) != without_sync(&current)).then(|| {
-            format!(
-                "update the status of VeleroInstall/{}: {}",
-                vi.name_any(),
-                describe_status_change(&current, &next)
-            )
-        })
-    };
-    let api: Api<VeleroInstall> = Api::namespaced(ctx.client.clone(), &vi.namespace().unwrap_or_default());
-    let patch = json!({"status": status_patch(&current, &next)});
-    ctx.writer
-        .write(describe, || async {
-            api.patch_status(&vi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await
-        })
-        .await
-        .map_err(|source| Error::UpdateStatus { source })?;
-    Ok(())
-}
-
-/// The status fields `next` changes relative to `current`, and only those. A field this pass did
-/// not change is not sent, so the snapshot the pass started from never overwrites what an earlier
-/// step of the same pass (the bucket name persisted before creation) or another writer recorded.
-fn status_patch(current: &VeleroInstallStatus, next: &VeleroInstallStatus) -> serde_json::Value {
-    let as_map = |status: &VeleroInstallStatus| match serde_json::to_value(status) {
-        Ok(serde_json::Value::Object(map)) => map,
-        _ => serde_json::Map::new(),
-    };
-    let (before, after) = (as_map(current), as_map(next));
-    let mut patch = serde_json::Map::new();
-    for (field, value) in &after {
-        if before.get(field) != Some(value) {
-            patch.insert(field.clone(), value.clone());
-        }
-    }
-    for field in before.keys().filter(|f| !after.contains_key(*f)) {
-        patch.insert(field.clone(), serde_json::Value::Null);
-    }
-    serde_json::Value::Object(patch)
-}
-
-/// The fields and conditions that differ between two statuses, for plan output.
-fn describe_status_change(current: &VeleroInstallStatus, next: &VeleroInstallStatus) -> String {
-    let mut changes = Vec::new();
-    if current.storage_bucket.as_ref().map(|b| (&b.name, b.provisioned))
-        != next.storage_bucket.as_ref().map(|b| (&b.name, b.provisioned))
-    {
-        changes.push("storageBucket".to_owned());
-    }
-    if (current.observed_generation, &current.platform, &current.region)
-        != (next.observed_generation, &next.platform, &next.region)
-    {
-        changes.push("observedGeneration/platform/region".to_owned());
-    }
-    for condition in &next.conditions {
-        let before = current.conditions.iter().find(|c| c.type_ == condition.type_);
-        let same = before.is_some_and(|b| {
-            (&b.status, &b.reason, &b.message) == (&condition.status, &condition.reason, &condition.message)
-        });
-        if !same {
-            changes.push(format!("{}={} ({})", condition.type_, condition.status, condition.reason));
-        }
-    }
-    if changes.is_empty() { "timestamps".to_owned() } else { changes.join(", ") }
-}
-
 async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Result<Action, Error> {
     let now = Timestamp::now();
     let namespace = vi.namespace().unwrap_or_default();
@@ -552,8 +293,7 @@ async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Res
     };
     let outcome = bucket::ensure(ctx, vi, desired, longest.as_ref()).await?;
     let mut managed_bucket = None;
-    let mut reports =
-        vec![platform_supported(ctx), Report::ok(CREDENTIALS_READY, "CredentialsAvailable", "")];
+    let bucket_report;
     let (bucket_name, next_check_in, storage) = match &outcome {
         BucketOutcome::Checked {
             name,
@@ -594,20 +334,18 @@ async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Res
                         refused.clone(),
                     )
                     .await;
-                    reports.push(Report::fail(BUCKET_READY, "RetentionBelowBackupTTL", refused.clone()));
+                    bucket_report = Report::fail(BUCKET_READY, "RetentionBelowBackupTTL", refused.clone());
                 }
                 None => {
-                    reports.push(Report::ok(BUCKET_READY, "BucketReady", format!("bucket {name}: {summary}")))
+                    bucket_report =
+                        Report::ok(BUCKET_READY, "BucketReady", format!("bucket {name}: {summary}"))
                 }
             }
             (name.clone(), desired.resync_interval, Some(bucket::synced_status(name, now)))
         }
         BucketOutcome::NotDue { name, next_check_in } => {
-            reports.push(Report::ok(
-                BUCKET_READY,
-                "BucketReady",
-                format!("bucket {name}: settings enforced"),
-            ));
+            bucket_report =
+                Report::ok(BUCKET_READY, "BucketReady", format!("bucket {name}: settings enforced"));
             (name.clone(), *next_check_in, None)
         }
         BucketOutcome::Ambiguous { names } => {
@@ -615,18 +353,18 @@ async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Res
                 "several buckets carry this cluster's owner tags, none adopted: {}",
                 names.join(", ")
             );
-            return stop_on_bucket(ctx, vi, desired, reports, "AmbiguousBuckets", message).await;
+            return stop_on_bucket(ctx, vi, desired, "AmbiguousBuckets", message).await;
         }
         BucketOutcome::AdoptedBucketNotOurs { name } => {
             let message = format!("spec.storageBucket.name {name:?} belongs to another account or cluster");
-            return stop_on_bucket(ctx, vi, desired, reports, "BucketOwnedByOther", message).await;
+            return stop_on_bucket(ctx, vi, desired, "BucketOwnedByOther", message).await;
         }
         BucketOutcome::UnmarkedBucketNotAdopted { name } => {
             let message = format!(
                 "spec.storageBucket.name {name:?} carries no owner marks of this or any cluster; nothing was \
                  written to it. Set spec.storageBucket.adoptUnmarkedBucket: true to adopt it"
             );
-            return stop_on_bucket(ctx, vi, desired, reports, "UnmarkedBucketNotAdopted", message).await;
+            return stop_on_bucket(ctx, vi, desired, "UnmarkedBucketNotAdopted", message).await;
         }
         BucketOutcome::OwnedByAnotherCluster { name, claimant } => {
             let now_owner = match claimant {
@@ -639,14 +377,15 @@ async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Res
                  must restore the owner mark or point spec.storageBucket.name at the right bucket",
                 ctx.infrastructure_name
             );
-            return stop_on_bucket(ctx, vi, desired, reports, "BucketOwnedByAnotherCluster", message).await;
+            return stop_on_bucket(ctx, vi, desired, "BucketOwnedByAnotherCluster", message).await;
         }
     };
 
     let (velero_facts, credentials) = match velero_facts(ctx, vi, &bucket_name) {
         Ok(facts) => facts,
         Err(report) => {
-            return stop_on_credentials(ctx, vi, desired, reports, report, storage, next_check_in).await;
+            return stop_on_credentials(ctx, vi, desired, bucket_report, report, storage, next_check_in)
+                .await;
         }
     };
     // Velero's own kinds can only be applied once the CRD Job has installed their CRDs.
@@ -692,9 +431,7 @@ async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Res
         }
     };
     let waiting = !credentials.ok || !velero.ok;
-    reports[1] = credentials;
-    reports.push(velero);
-    reports.push(conditions::ready(&reports));
+    let reports = with_ready([platform_supported(ctx), credentials, bucket_report, velero]);
     write_status(ctx, vi, |status| {
         if let Some(storage) = storage {
             status.storage_bucket = Some(storage);
@@ -733,21 +470,6 @@ async fn warn_about_schedules(
     warn!(schedules = ?names, "{note}");
     publish(ctx, vi, EventType::Warning, "ScheduleOutlivesRetention", "CheckSchedules", note).await;
     Ok(())
-}
-
-/// One event per new fact about the CRDs: output refused, another installer's CRDs found.
-async fn announce_crds(ctx: &Context, vi: &VeleroInstall, crds: &CrdsOutcome) {
-    match crds {
-        CrdsOutcome::Refused { message, first: true } => {
-            publish(ctx, vi, EventType::Warning, "VeleroCRDsRefused", "ApplyCRDs", message.clone()).await;
-        }
-        CrdsOutcome::Applied { foreign, foreign_changed: true } if !foreign.is_empty() => {
-            let note =
-                format!("Velero CRDs managed by another installer were left alone: {}", foreign.join(", "));
-            publish(ctx, vi, EventType::Warning, "VeleroCRDsManagedElsewhere", "ApplyCRDs", note).await;
-        }
-        _ => {}
-    }
 }
 
 /// What Velero needs from the provider: with long-lived keys, or on a token-based cluster the
@@ -813,20 +535,19 @@ async fn stop_on_credentials(
     ctx: &Context,
     vi: &VeleroInstall,
     desired: &DesiredInstall,
-    mut reports: Vec<Report>,
+    bucket: Report,
     credentials: Report,
     storage: Option<crate::crd::StorageBucketStatus>,
     next_check_in: Duration,
 ) -> Result<Action, Error> {
     let message = credentials.message.clone();
     let reason = credentials.reason;
-    reports[1] = credentials;
-    reports.push(Report::fail(
+    let velero = Report::fail(
         VELERO_READY,
         "WaitingForCredentials",
         "Velero is not installed until its credentials can be requested",
-    ));
-    reports.push(conditions::ready(&reports));
+    );
+    let reports = with_ready([platform_supported(ctx), credentials, bucket, velero]);
     write_status(ctx, vi, |status| {
         if let Some(storage) = storage {
             status.storage_bucket = Some(storage);
@@ -841,47 +562,30 @@ async fn stop_on_credentials(
     Ok(Action::requeue(jitter(next_check_in.min(desired.resync_interval))))
 }
 
-async fn announce_objects(ctx: &Context, vi: &VeleroInstall, applied: &[(String, apply::Outcome)]) {
-    let with = |outcome: Applied| -> Vec<&str> {
-        applied.iter().filter(|(_, a)| a.applied == outcome).map(|(o, _)| o.as_str()).collect()
-    };
-    let taken_over = with(Applied::TakenOver);
-    if !taken_over.is_empty() {
-        let note = format!(
-            "took over {} from the previous operator: field ownership handed over, foreign controller references replaced",
-            taken_over.join(", ")
-        );
-        publish(ctx, vi, EventType::Normal, "VeleroObjectsTakenOver", "Apply", note).await;
-    }
-    for (object, outcome) in applied {
-        if let Some((before, after)) = &outcome.images {
-            let note =
-                format!("{object}: images {} -> {} (one rollout)", before.join(", "), after.join(", "));
-            info!(%object, ?before, ?after, "Velero images changed");
-            publish(ctx, vi, EventType::Normal, "VeleroImageChanged", "Apply", note).await;
-        }
-    }
-    let (installed, restored) = (with(Applied::Created), with(Applied::Corrected));
-    if !installed.is_empty() {
-        let note = format!("created {}", installed.join(", "));
-        publish(ctx, vi, EventType::Normal, "VeleroInstalled", "Apply", note).await;
-    }
-    if !restored.is_empty() {
-        let note = format!("restored {}", restored.join(", "));
-        publish(ctx, vi, EventType::Normal, "VeleroObjectRestored", "Apply", note).await;
-    }
+/// The operator's own credentials worked this pass (Velero's are reported once known).
+fn operator_credentials() -> Report {
+    Report::ok(CREDENTIALS_READY, "CredentialsAvailable", "")
+}
+
+/// `reports` followed by the Ready condition they add up to.
+fn with_ready<const N: usize>(reports: [Report; N]) -> Vec<Report> {
+    let mut all = Vec::from(reports);
+    all.push(conditions::ready(&all));
+    all
 }
 
 async fn stop_on_bucket(
     ctx: &Context,
     vi: &VeleroInstall,
     desired: &DesiredInstall,
-    mut reports: Vec<Report>,
     reason: &'static str,
     message: String,
 ) -> Result<Action, Error> {
-    reports.push(Report::fail(BUCKET_READY, reason, message.clone()));
-    reports.push(conditions::ready(&reports));
+    let reports = with_ready([
+        platform_supported(ctx),
+        operator_credentials(),
+        Report::fail(BUCKET_READY, reason, message.clone()),
+    ]);
     write_status(ctx, vi, |status| {
         status.observed_generation = vi.metadata.generation;
         status.conditions = merge(vi, &reports);
@@ -889,40 +593,6 @@ async fn stop_on_bucket(
     .await?;
     publish(ctx, vi, EventType::Warning, reason, "EnsureBucket", message).await;
     Ok(Action::requeue(desired.resync_interval))
-}
-
-async fn announce_bucket(
-    ctx: &Context,
-    vi: &VeleroInstall,
-    name: &str,
-    report: &mvo_core::BucketReport,
-    recreated_missing: bool,
-    recovered: bool,
-) {
-    if recreated_missing {
-        let note = format!("bucket {name} was missing (deleted out of band) and has been created again");
-        publish(ctx, vi, EventType::Warning, "BucketMissing", "EnsureBucket", note).await;
-    } else if report.created {
-        publish(
-            ctx,
-            vi,
-            EventType::Normal,
-            "BucketCreated",
-            "EnsureBucket",
-            format!("created bucket {name}"),
-        )
-        .await;
-    }
-    if recovered {
-        let note = format!("adopted bucket {name}, found by this cluster's owner tags");
-        publish(ctx, vi, EventType::Normal, "BucketRecovered", "EnsureBucket", note).await;
-    }
-    if !report.corrected.is_empty() {
-        let settings: Vec<&str> = report.corrected.iter().map(|s| s.as_str()).collect();
-        let note = format!("corrected drifted settings of bucket {name}: {}", settings.join(", "));
-        info!(bucket = name, settings = ?settings, "bucket settings corrected");
-        publish(ctx, vi, EventType::Normal, "BucketSettingCorrected", "EnsureBucket", note).await;
-    }
 }
 
 async fn velero_credentials(ctx: &Context, namespace: &str, velero: &VeleroFacts) -> Result<Report, Error> {
@@ -988,27 +658,16 @@ fn rollout(deployment: &Deployment) -> Result<(), String> {
     Ok(())
 }
 
-/// Spreads requeues over ±10% so many clusters do not check their buckets in lockstep.
-fn jitter(wait: Duration) -> Duration {
-    spread(wait, 10)
-}
-
-/// `wait` moved by a uniformly random offset within ±`percent`%. Saturating throughout: the
-/// wait may come from the spec, and no input may make this panic.
-fn spread(wait: Duration, percent: u32) -> Duration {
-    let millis = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-    let spread = millis / 100 * u64::from(percent.min(100));
-    if spread == 0 {
-        return wait;
-    }
-    let offset = uuid::Uuid::new_v4().as_u128() % u128::from(spread.saturating_mul(2));
-    let offset = Duration::from_millis(u64::try_from(offset).unwrap_or(u64::MAX));
-    wait.saturating_add(offset).saturating_sub(Duration::from_millis(spread))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    use crate::crd::VeleroInstallStatus;
+    use crate::reconcile::{
+        context::{BACKOFF_MAX, backoff_delay, spread},
+        status::status_patch,
+    };
 
     #[test]
     fn backoff_doubles_from_5s_to_5min() {
