@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::{apps::v1::Deployment, batch::v1::Job, core::v1::Namespace};
 use kube::{
-    Api, Client, CustomResourceExt,
+    Api, Client,
     api::{Patch, PatchParams},
 };
 use mvo_operator::{crd::VeleroInstall, infrastructure::Infrastructure};
@@ -51,7 +51,7 @@ async fn related_image_env_replaces_the_defaults_and_the_spec_wins_over_it() {
     let s3 = S3Env::start().expect("moto (run `make testenv`)");
     let client = kube.client().await.expect("client");
     let mut crds = foreign_crds().expect("stand-in CRDs");
-    crds.push(VeleroInstall::crd());
+    crds.push(mvo_operator::crd::crd());
     install_crds(&client, crds).await.expect("CRDs");
     let params = PatchParams::apply("images-test").force();
     let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}});

@@ -8,10 +8,10 @@ use std::{path::Path, process::Stdio, time::Duration};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::Timestamp;
 use kube::{
-    Api, CustomResourceExt,
+    Api,
     api::{Patch, PatchParams},
 };
-use mvo_operator::{crd::VeleroInstall, infrastructure::Infrastructure, leader::LEASE_NAME};
+use mvo_operator::{infrastructure::Infrastructure, leader::LEASE_NAME};
 use mvo_testkit::{
     FaultProxy, ProxyMode,
     env::{KubeEnv, foreign_crds, install_crds},
@@ -130,7 +130,7 @@ async fn cluster() -> (KubeEnv, kube::Client) {
     let env = KubeEnv::start().expect("test API server (run `make testenv`)");
     let client = env.client().await.expect("client");
     let mut crds = foreign_crds().expect("stand-in CRDs");
-    crds.push(VeleroInstall::crd());
+    crds.push(mvo_operator::crd::crd());
     install_crds(&client, crds).await.expect("CRDs");
     let infra: Api<Infrastructure> = Api::all(client.clone());
     let params = PatchParams::apply("leader-test").force();

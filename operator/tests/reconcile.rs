@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Secret};
 use kube::{
-    Api, Client, CustomResourceExt, ResourceExt,
+    Api, Client, ResourceExt,
     api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
     runtime::events::Reporter,
 };
@@ -78,7 +78,7 @@ impl Fixture {
         let client = env.client().await.expect("client");
         CRDS.get_or_init(|| async {
             let mut crds = foreign_crds().expect("stand-in CRDs");
-            crds.push(VeleroInstall::crd());
+            crds.push(mvo_operator::crd::crd());
             install_crds(&client, crds).await.expect("CRDs");
         })
         .await;

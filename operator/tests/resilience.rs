@@ -7,7 +7,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
-    Api, Client, Config, CustomResourceExt,
+    Api, Client, Config,
     api::{DeleteParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
     runtime::events::Reporter,
@@ -33,7 +33,7 @@ const REGION: &str = "eu-west-1";
 async fn setup(env: &KubeEnv) -> (Client, Client, String) {
     let client = env.client().await.expect("client");
     let mut crds = foreign_crds().expect("stand-in CRDs");
-    crds.push(VeleroInstall::crd());
+    crds.push(mvo_operator::crd::crd());
     install_crds(&client, crds).await.expect("CRDs");
     let namespace = env.namespace(&client, "resilience").await.expect("namespace");
     let operator = env.operator_client(&[&namespace]).await.expect("operator client");
@@ -288,7 +288,7 @@ async fn the_operator_reaches_the_cloud_through_the_cluster_proxy() {
     let s3 = S3Env::shared().expect("moto (run `make testenv`)");
     let client = env.client().await.expect("client");
     let mut crds = foreign_crds().expect("stand-in CRDs");
-    crds.push(VeleroInstall::crd());
+    crds.push(mvo_operator::crd::crd());
     install_crds(&client, crds).await.expect("CRDs");
     let params = PatchParams::apply("proxy-test").force();
     let infra: Api<Infrastructure> = Api::all(client.clone());

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
-    Api, CustomResourceExt,
+    Api,
     api::{Patch, PatchParams, PostParams},
     runtime::events::Reporter,
 };
@@ -38,7 +38,7 @@ async fn watches_resume_after_the_api_server_restarts() {
     let mut env = KubeEnv::start().expect("test API server (run `make testenv`)");
     let client = env.client().await.expect("client");
     let mut crds = foreign_crds().expect("stand-in CRDs");
-    crds.push(VeleroInstall::crd());
+    crds.push(mvo_operator::crd::crd());
     install_crds(&client, crds).await.expect("CRDs");
     let namespace = env.namespace(&client, "restart").await.expect("namespace");
     let operator = env.operator_client(&[&namespace]).await.expect("operator client");

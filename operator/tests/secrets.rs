@@ -6,7 +6,7 @@ use std::{process::Stdio, time::Duration};
 
 use k8s_openapi::api::core::v1::Event;
 use kube::{
-    Api, CustomResourceExt,
+    Api,
     api::{Patch, PatchParams},
 };
 use mvo_operator::{crd::VeleroInstall, infrastructure::Infrastructure};
@@ -33,7 +33,7 @@ async fn credentials_never_reach_logs_events_status_or_metrics() {
     let s3 = S3Env::shared().expect("moto (run `make testenv`)");
     let client = env.client().await.expect("client");
     let mut crds = foreign_crds().expect("stand-in CRDs");
-    crds.push(VeleroInstall::crd());
+    crds.push(mvo_operator::crd::crd());
     install_crds(&client, crds).await.expect("CRDs");
     let params = PatchParams::apply("secrets-test").force();
     let infra: Api<Infrastructure> = Api::all(client.clone());

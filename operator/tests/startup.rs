@@ -7,10 +7,9 @@ use std::{process::Output, time::Duration};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
-    Api, Client, CustomResourceExt,
+    Api, Client,
     api::{DeleteParams, Patch, PatchParams},
 };
-use mvo_operator::crd::VeleroInstall;
 use mvo_testkit::env::{KubeEnv, foreign_crds, install_crds};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -275,7 +274,7 @@ async fn unsuitable_clusters_are_refused_with_one_clear_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suitable_cluster_passes_startup_and_stops_on_sigterm() {
     let cluster = Cluster::start().await;
-    install_crds(&cluster.client, [VeleroInstall::crd()]).await.expect("VeleroInstall CRD");
+    install_crds(&cluster.client, [mvo_operator::crd::crd()]).await.expect("VeleroInstall CRD");
     // An old cluster: deprecated status.platform and the region only in install-config.
     cluster.set_infrastructure(json!({"infrastructureName": "c1-x8k2p", "platform": "AWS"})).await;
     cluster.set_install_config("apiVersion: v1\nplatform:\n  aws:\n    region: us-east-2\n").await;

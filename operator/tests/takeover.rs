@@ -11,7 +11,7 @@ use k8s_openapi::api::{
     core::v1::{Event, Pod, Secret},
 };
 use kube::{
-    Api, Client, CustomResourceExt, ResourceExt,
+    Api, Client, ResourceExt,
     api::{ApiResource, DynamicObject, Patch, PatchParams},
     runtime::events::Reporter,
 };
@@ -87,7 +87,7 @@ async fn shared_client() -> Client {
     let client = env.client().await.expect("client");
     CRDS.get_or_init(|| async {
         let mut crds = foreign_crds().expect("stand-in CRDs");
-        crds.push(VeleroInstall::crd());
+        crds.push(mvo_operator::crd::crd());
         install_crds(&client, crds).await.expect("CRDs");
     })
     .await;
@@ -632,7 +632,7 @@ async fn cluster_that_ran_mvo(cloud: Cloud) -> (KubeEnv, Client, MvoState) {
     let env = KubeEnv::start().expect("test API server (run `make testenv`)");
     let client = env.client().await.expect("client");
     let mut crds = foreign_crds().expect("stand-in CRDs");
-    crds.push(VeleroInstall::crd());
+    crds.push(mvo_operator::crd::crd());
     install_crds(&client, crds).await.expect("CRDs");
     let infra: Api<Infrastructure> = Api::all(client.clone());
     let params = PatchParams::apply("takeover-test").force();

@@ -15,7 +15,7 @@ use k8s_openapi::{
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
-    Api, Client, CustomResourceExt, ResourceExt,
+    Api, Client, ResourceExt,
     api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
     runtime::events::Reporter,
 };
@@ -170,7 +170,7 @@ impl Fixture {
 
 async fn install(client: &Client) {
     let mut crds = foreign_crds().expect("stand-in CRDs");
-    crds.push(VeleroInstall::crd());
+    crds.push(mvo_operator::crd::crd());
     install_crds(client, crds).await.expect("CRDs");
 }
 

@@ -14,7 +14,7 @@ use k8s_openapi::api::{
     core::v1::{Namespace, Secret},
 };
 use kube::{
-    Api, Client, CustomResourceExt,
+    Api, Client,
     api::{Patch, PatchParams},
 };
 use mvo_operator::{crd::VeleroInstall, infrastructure::Infrastructure};
@@ -72,7 +72,7 @@ impl Local {
         let s3 = S3Env::start().context("starting moto (run `make testenv`)")?;
         let client = kube.client().await?;
         let mut crds = foreign_crds()?;
-        crds.push(VeleroInstall::crd());
+        crds.push(mvo_operator::crd::crd());
         install_crds(&client, crds).await?;
         let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}});
         Api::<Namespace>::all(client.clone()).patch(NAMESPACE, &apply(), &Patch::Apply(namespace)).await?;
