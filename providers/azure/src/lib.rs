@@ -41,7 +41,7 @@ pub use client::install_crypto_provider;
 pub use cloud::AzureCloud;
 pub use credentials::{CredentialKind, FileCredentialSource, SdkCredential};
 pub use metering::CallCounter;
-pub use store::{SOFT_DELETE_RETENTION_DAYS, metadata_key, owner_metadata};
+pub use store::{SOFT_DELETE_RETENTION_DAYS, metadata_key, owner_metadata, tags_of};
 pub use velero::{
     VELERO_CREDENTIALS_KEY, VELERO_DATA_PERMISSIONS, VELERO_PERMISSIONS, VELERO_PLUGIN_IMAGE, VeleroAzure,
     credentials_request_spec, credentials_request_spec_workload_identity, velero_credentials_file,

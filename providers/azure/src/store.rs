@@ -61,6 +61,21 @@ pub fn owner_metadata(owner: &Owner) -> Tags {
     owner.tags().into_iter().map(|(k, v)| (metadata_key(&k), v)).collect()
 }
 
+/// The container's metadata as neutral tags: the two owner marks under their tag keys
+/// (`velero.io/infrastructureName`, `velero.io/backup-location`, whatever case Azure returns the
+/// names in), every other entry as it is. So ownership, drift and plan output compare Azure
+/// containers exactly as S3 buckets ([`mvo_core::Owner::owns_tags`]).
+pub fn tags_of(metadata: &Tags) -> Tags {
+    let marks = [mvo_core::owner::INFRASTRUCTURE_NAME_TAG, mvo_core::owner::BACKUP_LOCATION_TAG];
+    metadata
+        .iter()
+        .map(|(key, value)| {
+            let tag = marks.iter().find(|tag| metadata_key(tag).eq_ignore_ascii_case(key));
+            (tag.map_or_else(|| key.clone(), |tag| (*tag).to_owned()), value.clone())
+        })
+        .collect()
+}
+
 /// The value of metadata `key`, compared case-insensitively as Azure does.
 fn get_ci<'a>(metadata: &'a Tags, key: &str) -> Option<&'a String> {
     metadata.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v)
@@ -134,7 +149,7 @@ impl BlobStore {
             public_access: public_access_of(container.access.as_ref()),
             // Lifecycle management is an account-level (management plane) policy: not observed.
             lifecycle: Vec::new(),
-            tags: container.metadata.clone(),
+            tags: tags_of(&container.metadata),
         }
     }
 
@@ -310,6 +325,8 @@ mod tests {
         other.insert("velero_io_infrastructurename".into(), "My.Cluster-x8k2p-other".into());
         assert!(!owns(&owner, &other), "values compare exactly");
         assert_eq!(claimant(&other), Some("My.Cluster-x8k2p-other"));
+        let tags = tags_of(&upper);
+        assert!(owner.owns_tags(&tags), "reported as the neutral owner tags: {tags:?}");
     }
 
     #[test]

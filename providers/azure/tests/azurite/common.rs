@@ -178,6 +178,12 @@ impl Policy for FaultPolicy {
     }
 }
 
+/// Tags as container metadata, as a person writes them in the portal: names must be C#
+/// identifiers, so `velero.io/infrastructureName` becomes `velero_io_infrastructurename`.
+pub fn as_metadata(tags: Tags) -> HashMap<String, String> {
+    tags.into_iter().map(|(k, v)| (mvo_provider_azure::metadata_key(&k), v)).collect()
+}
+
 /// The contract backdoor: Azurite through a raw client, faults through the policy.
 pub struct AzuriteBackdoor {
     pub client: BlobServiceClient,
@@ -220,7 +226,7 @@ impl Backdoor for AzuriteBackdoor {
         // Unhardened: anonymous read access to blobs.
         let options = BlobContainerClientCreateOptions {
             access: Some(PublicAccessType::Blob),
-            metadata: Some(tags.into_iter().collect()),
+            metadata: Some(as_metadata(tags)),
             ..Default::default()
         };
         self.client
@@ -251,7 +257,7 @@ impl Backdoor for AzuriteBackdoor {
     }
 
     async fn set_tags(&self, name: &str, tags: Tags) -> Result<()> {
-        let metadata: HashMap<String, String> = tags.into_iter().collect();
+        let metadata = as_metadata(tags);
         self.client
             .blob_container_client(name)
             .set_metadata(&metadata, None)
@@ -334,7 +340,7 @@ pub async fn harness() -> Harness {
         store: platform.object_store(),
         capabilities: platform.capabilities(),
         region: REGION.to_owned(),
-        tag_style: TagStyle::Metadata,
+        tag_style: TagStyle::Tags,
         kms_key: String::new(),
         backdoor: Arc::new(backdoor),
     }

@@ -49,7 +49,7 @@ async fn a_public_container_is_refused_with_what_to_change_and_left_untouched() 
     let owner = owner();
     let spec = spec(&owner);
     // Public from the start (the one way to make it public with a token): anonymous blob reads.
-    door.create_plain_bucket(&spec.name, REGION, owner_metadata(&owner)).await.expect("public container");
+    door.create_plain_bucket(&spec.name, REGION, owner.tags()).await.expect("public container");
     let store = platform.object_store();
     let observed = store.observe_bucket(&spec.name).await.expect("observe");
     assert!(!observed.public_access.is_fully_blocked(), "{observed:?}");
@@ -97,8 +97,9 @@ async fn metadata_drift_keeps_foreign_entries_and_case_insensitive_marks_count()
     let spec = spec(&owner);
     let store = platform.object_store();
     store.ensure_bucket(&spec).await.expect("create");
-    let upper: Tags = owner_metadata(&owner).into_iter().map(|(k, v)| (k.to_uppercase(), v)).collect();
-    door.set_tags(&spec.name, upper).await.expect("upper-case keys");
+    let upper: std::collections::HashMap<String, String> =
+        owner_metadata(&owner).into_iter().map(|(k, v)| (k.to_uppercase(), v)).collect();
+    door.client.blob_container_client(&spec.name).set_metadata(&upper, None).await.expect("upper-case names");
     let report = store.ensure_bucket(&spec).await.expect("steady");
     assert!(report.is_unchanged(), "metadata names are case-insensitive: {:?}", report.corrected);
 
