@@ -65,6 +65,13 @@ pub fn is_valid_account_name(name: &str) -> bool {
     (3..=24).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
+/// Whether `name` is a valid resource group name: 1 to 90 letters, digits, `_`, `-`, `.`, `(`,
+/// `)`, not ending in `.`.
+pub fn is_valid_resource_group(name: &str) -> bool {
+    let allowed = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '(' | ')');
+    (1..=90).contains(&name.chars().count()) && name.chars().all(allowed) && !name.ends_with('.')
+}
+
 /// Whether `name` is a valid container name: 3 to 63 lower-case letters, digits and single
 /// hyphens, beginning and ending with a letter or digit.
 pub fn is_valid_container_name(name: &str) -> bool {

@@ -25,6 +25,7 @@ pub mod credentials;
 mod errors;
 pub mod iam;
 pub mod metering;
+pub mod spec;
 mod store;
 mod velero;
 
