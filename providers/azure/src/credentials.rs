@@ -8,6 +8,10 @@
 //! the projected service-account token exchanged for an Entra ID token), plus the cluster facts
 //! `azure_subscription_id`, `azure_resource_group` and `azure_region`.
 //!
+//! For emulators and local runs (Azurite in `make demo` and the tests), a file
+//! `azure_bearer_token` holding a pre-issued token is used as it is, before the other layouts;
+//! the credential operator never writes it.
+//!
 //! The files are re-read before every use (a few bytes; kubelet swaps them atomically on
 //! rotation). Unchanged content reuses the Entra ID credential built from it (and so its token
 //! cache); changed content builds a new one, so a rotated secret is used at the next call without
@@ -49,6 +53,10 @@ pub const RESOURCE_GROUP_FILE: &str = "azure_resource_group";
 /// File holding the region.
 pub const REGION_FILE: &str = "azure_region";
 
+/// File holding a pre-issued bearer token (emulators, local runs; never written by the
+/// credential operator).
+pub const BEARER_TOKEN_FILE: &str = "azure_bearer_token";
+
 /// The Entra ID scope of Azure Storage (the same in every Azure cloud).
 pub const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
 
@@ -62,6 +70,8 @@ pub enum CredentialKind {
         /// The tenant.
         tenant_id: String,
     },
+    /// A pre-issued token from [`BEARER_TOKEN_FILE`] (emulators, local runs).
+    BearerToken,
     /// Azure workload identity: a projected service-account token exchanged for Entra ID tokens.
     WorkloadIdentity {
         /// The application (client) ID of the federated identity.
@@ -142,6 +152,13 @@ impl FileCredentialSource {
     }
 
     fn load(&self) -> Result<Arc<Loaded>> {
+        if let Some(token) = read_trimmed(&self.dir.join(BEARER_TOKEN_FILE))? {
+            return Ok(Arc::new(Loaded {
+                kind: CredentialKind::BearerToken,
+                secret: Some(Secret::new(token)),
+                sdk: Arc::new(NoExchange),
+            }));
+        }
         let (kind, secret) = read_material(&self.dir)?;
         let mut cached = self.loaded.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(loaded) = cached.as_ref()
@@ -170,7 +187,7 @@ impl FileCredentialSource {
                 };
                 WorkloadIdentityCredential::new(Some(options)).map(|c| c as Arc<dyn TokenCredential>)
             }
-            (CredentialKind::ClientSecret { .. }, None) => {
+            (CredentialKind::ClientSecret { .. }, None) | (CredentialKind::BearerToken, _) => {
                 return Err(missing(&self.dir, &format!("file {CLIENT_SECRET_FILE}")));
             }
         };
@@ -184,6 +201,21 @@ impl FileCredentialSource {
     }
 }
 
+/// The "credential" of a pre-issued token: nothing to exchange.
+#[derive(Debug)]
+struct NoExchange;
+
+#[async_trait]
+impl TokenCredential for NoExchange {
+    async fn get_token(
+        &self,
+        _scopes: &[&str],
+        _options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        Err(azure_core::Error::with_message(ErrorKind::Credential, "a pre-issued token is not exchanged"))
+    }
+}
+
 fn system_time(at: OffsetDateTime) -> SystemTime {
     SystemTime::from(at)
 }
@@ -192,6 +224,12 @@ fn system_time(at: OffsetDateTime) -> SystemTime {
 impl CredentialSource for FileCredentialSource {
     async fn credential(&self) -> Result<Arc<Credential>> {
         let loaded = self.load()?;
+        if let (CredentialKind::BearerToken, Some(token)) = (&loaded.kind, &loaded.secret) {
+            return Ok(Arc::new(Credential {
+                material: CredentialMaterial::BearerToken(token.clone()),
+                expires_at: None,
+            }));
+        }
         let token = loaded.sdk.get_token(&[STORAGE_SCOPE], None).await.map_err(|err| match err.kind() {
             // Entra ID unreachable or 5xx: try again later.
             ErrorKind::Io | ErrorKind::Connection => {
@@ -215,6 +253,9 @@ impl CredentialSource for FileCredentialSource {
                 "Azure workload identity {client_id} with the token {} from {dir}",
                 token_file.display()
             ),
+            Ok(CredentialKind::BearerToken) => {
+                format!("pre-issued Azure bearer token from {dir}/{BEARER_TOKEN_FILE}")
+            }
             Err(_) => format!("no usable Azure credentials yet in {dir}"),
         }
     }

@@ -160,3 +160,15 @@ async fn an_incomplete_secret_and_a_refused_secret_are_unauthenticated_and_retry
     assert!(matches!(err, Error::Unauthenticated { .. }), "{err}");
     assert!(!err.to_string().contains("wrong"), "the secret leaked into {err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pre_issued_token_file_is_used_as_it_is_for_emulators() {
+    let entra = FakeEntra::default();
+    let token = AzuriteEnv::bearer_token(Duration::from_secs(600));
+    let dir = secret_dir(&[(mvo_provider_azure::credentials::BEARER_TOKEN_FILE, &token)]);
+    let (platform, source) = platform_with(&dir, &entra);
+    assert_eq!(source.kind().expect("kind"), CredentialKind::BearerToken);
+    platform.object_store().find_bucket(&Owner::new("nobody")).await.expect("list with the token");
+    assert!(entra.exchanges().is_empty(), "nothing exchanged");
+    assert!(!source.describe().contains(&token));
+}
