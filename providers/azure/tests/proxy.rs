@@ -11,7 +11,7 @@ use mvo_core::{
     Credential, CredentialMaterial, Encryption, Owner, Platform, ProviderConfig, Secret,
     StaticCredentialSource,
 };
-use mvo_provider_azure::{AzurePlatform, AzureSettings};
+use mvo_provider_azure::AzurePlatform;
 use mvo_testkit::{
     FaultProxy,
     env::{AZURITE_ACCOUNT, AzuriteEnv},
@@ -64,11 +64,8 @@ async fn inner_provider_call_with_the_process_environment() {
         expires_at: None,
     });
     // No trust_pem: only the bundle named by MVO_TRUSTED_CA_BUNDLE makes Azurite's certificate valid.
-    let platform = AzurePlatform::builder(&config)
-        .settings(AzureSettings { storage_account: Some(AZURITE_ACCOUNT.into()), ..Default::default() })
-        .credential_source(Arc::new(source))
-        .build()
-        .expect("platform");
+    let platform =
+        AzurePlatform::builder(&config).credential_source(Arc::new(source)).build().expect("platform");
     let spec = mvo_core::BucketSpec {
         name: format!("mvo-proxy-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
         region: "eastus".into(),
@@ -77,6 +74,8 @@ async fn inner_provider_call_with_the_process_environment() {
         retention_days: Some(90),
         applied_retention_days: None,
     };
-    let report = platform.object_store().ensure_bucket(&spec).await.expect("ensure through the proxy");
+    let section = serde_json::json!({"storageAccount": AZURITE_ACCOUNT});
+    let store = platform.object_store(&section).expect("store");
+    let report = store.ensure_bucket(&spec).await.expect("ensure through the proxy");
     assert!(report.created);
 }

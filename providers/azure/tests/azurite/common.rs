@@ -24,7 +24,7 @@ use mvo_core::{
     Credential, CredentialMaterial, Encryption, Error, LifecycleRule, Platform, ProviderConfig,
     PublicAccessBlock, Result, Secret, StaticCredentialSource, Tags,
 };
-use mvo_provider_azure::{AzurePlatform, AzureSettings, SdkCredential};
+use mvo_provider_azure::{AzurePlatform, SdkCredential};
 use mvo_testkit::{
     Backdoor, Fault, Harness,
     contract::TagStyle,
@@ -56,9 +56,14 @@ pub fn config_on(env: &AzuriteEnv, dir: &std::path::Path) -> ProviderConfig {
     }
 }
 
-/// The settings naming Azurite's account.
-pub fn settings() -> AzureSettings {
-    AzureSettings { storage_account: Some(AZURITE_ACCOUNT.into()), ..Default::default() }
+/// The VeleroInstall's Azure section naming Azurite's account.
+pub fn section() -> serde_json::Value {
+    serde_json::json!({"storageAccount": AZURITE_ACCOUNT})
+}
+
+/// The provider's store for Azurite's account.
+pub fn store(platform: &AzurePlatform) -> Arc<dyn mvo_core::ObjectStore> {
+    platform.object_store(&section()).expect("store")
 }
 
 /// A credential source yielding a token Azurite accepts.
@@ -82,7 +87,6 @@ pub fn platform_on(env: &AzuriteEnv) -> (AzurePlatform, FaultPolicy) {
     let faults = FaultPolicy::default();
     let platform =
         AzurePlatform::builder(&config_on(env, &std::env::temp_dir().join("mvo-azure-no-credentials")))
-            .settings(settings())
             .credential_source(token_source())
             .trust_pem(env.ca_pem().to_vec())
             .policy(Arc::new(faults.clone()))
@@ -337,7 +341,7 @@ pub async fn harness() -> Harness {
     let (platform, faults) = platform();
     let backdoor = backdoor(&platform, &faults);
     Harness {
-        store: platform.object_store(),
+        store: store(&platform),
         capabilities: platform.capabilities(),
         region: REGION.to_owned(),
         tag_style: TagStyle::Tags,

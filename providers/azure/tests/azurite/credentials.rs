@@ -13,14 +13,14 @@ use std::{
 
 use async_trait::async_trait;
 use azure_core::http::{AsyncRawResponse, HttpClient, Request, StatusCode, headers::Headers, request::Body};
-use mvo_core::{CredentialSource, Encryption, Error, Owner, Platform};
+use mvo_core::{CredentialSource, Encryption, Error, Owner};
 use mvo_provider_azure::{
     AzureCloud, AzurePlatform, CredentialKind, FileCredentialSource,
     credentials::{CLIENT_ID_FILE, CLIENT_SECRET_FILE, FEDERATED_TOKEN_FILE, TENANT_ID_FILE},
 };
 use mvo_testkit::env::AzuriteEnv;
 
-use super::common::{REGION, azurite, config, container_name, settings};
+use super::common::{REGION, azurite, config, container_name, store};
 
 /// A token endpoint: every exchange is recorded as (grant, the secret or assertion presented).
 #[derive(Default, Clone)]
@@ -91,7 +91,6 @@ fn write(dir: &Path, files: &[(&str, &str)]) {
 fn platform_with(dir: &Path, entra: &FakeEntra) -> (AzurePlatform, Arc<FileCredentialSource>) {
     let source = Arc::new(FileCredentialSource::new(dir, AzureCloud::Public, Arc::new(entra.clone())));
     let platform = AzurePlatform::builder(&config(dir))
-        .settings(settings())
         .credential_source(source.clone())
         .trust_pem(azurite().ca_pem().to_vec())
         .build()
@@ -119,7 +118,7 @@ async fn a_rotated_client_secret_is_used_at_the_next_call_without_restart() {
         (CLIENT_SECRET_FILE, "secret-one"),
     ]);
     let (platform, source) = platform_with(&dir, &entra);
-    let store = platform.object_store();
+    let store = store(&platform);
     let spec = spec();
     store.ensure_bucket(&spec).await.expect("ensure with the first secret");
     store.observe_bucket(&spec.name).await.expect("observe");
@@ -140,7 +139,7 @@ async fn workload_identity_presents_the_projected_token() {
     write(&dir, &[(FEDERATED_TOKEN_FILE, "token")]);
     let (platform, source) = platform_with(&dir, &entra);
     assert!(matches!(source.kind().expect("kind"), CredentialKind::WorkloadIdentity { .. }));
-    platform.object_store().find_bucket(&Owner::new("nobody")).await.expect("list with the exchanged token");
+    store(&platform).find_bucket(&Owner::new("nobody")).await.expect("list with the exchanged token");
     assert_eq!(entra.exchanges(), [("client_assertion".to_owned(), "projected-sa-token-1".to_owned())]);
 }
 
@@ -149,14 +148,14 @@ async fn an_incomplete_secret_and_a_refused_secret_are_unauthenticated_and_retry
     let entra = FakeEntra::default();
     let dir = secret_dir(&[(CLIENT_ID_FILE, "app-1"), (TENANT_ID_FILE, "tenant-1")]);
     let (platform, _source) = platform_with(&dir, &entra);
-    let err = platform.object_store().observe_bucket("any").await.expect_err("no secret");
+    let err = store(&platform).observe_bucket("any").await.expect_err("no secret");
     assert!(matches!(err, Error::Unauthenticated { .. }) && err.is_retryable(), "{err}");
     assert!(err.to_string().contains(CLIENT_SECRET_FILE), "{err}");
     assert!(entra.exchanges().is_empty());
 
     *entra.refuse.lock().unwrap_or_else(|p| p.into_inner()) = true;
     write(&dir, &[(CLIENT_SECRET_FILE, "wrong")]);
-    let err = platform.object_store().observe_bucket("any").await.expect_err("refused");
+    let err = store(&platform).observe_bucket("any").await.expect_err("refused");
     assert!(matches!(err, Error::Unauthenticated { .. }), "{err}");
     assert!(!err.to_string().contains("wrong"), "the secret leaked into {err}");
 }
@@ -168,7 +167,7 @@ async fn a_pre_issued_token_file_is_used_as_it_is_for_emulators() {
     let dir = secret_dir(&[(mvo_provider_azure::credentials::BEARER_TOKEN_FILE, &token)]);
     let (platform, source) = platform_with(&dir, &entra);
     assert_eq!(source.kind().expect("kind"), CredentialKind::BearerToken);
-    platform.object_store().find_bucket(&Owner::new("nobody")).await.expect("list with the token");
+    store(&platform).find_bucket(&Owner::new("nobody")).await.expect("list with the token");
     assert!(entra.exchanges().is_empty(), "nothing exchanged");
     assert!(!source.describe().contains(&token));
 }

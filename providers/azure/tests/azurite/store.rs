@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use mvo_core::{BucketSpec, Encryption, Error, ObjectStore, Owner, Platform, Recovery, Setting, Tags};
+use mvo_core::{BucketSpec, Encryption, Error, ObjectStore, Owner, Recovery, Setting, Tags};
 use mvo_provider_azure::{SOFT_DELETE_RETENTION_DAYS, owner_metadata};
 use mvo_testkit::Backdoor;
 
 use mvo_testkit::env::AzuriteEnv;
 
-use super::common::{REGION, backdoor, backdoor_on, container_name, platform, platform_on};
+use super::common::{REGION, backdoor, backdoor_on, container_name, platform, platform_on, store};
 
 fn spec(owner: &Owner) -> BucketSpec {
     BucketSpec {
@@ -30,7 +30,7 @@ fn owner() -> Owner {
 async fn a_compliant_container_costs_two_reads_and_no_write() {
     let (platform, _faults) = platform();
     let spec = spec(&owner());
-    let store = platform.object_store();
+    let store = store(&platform);
     store.ensure_bucket(&spec).await.expect("create");
     let counter = platform.call_counter();
     let (reads, writes) = (counter.reads(), counter.writes());
@@ -50,7 +50,7 @@ async fn a_public_container_is_refused_with_what_to_change_and_left_untouched() 
     let spec = spec(&owner);
     // Public from the start (the one way to make it public with a token): anonymous blob reads.
     door.create_plain_bucket(&spec.name, REGION, owner.tags()).await.expect("public container");
-    let store = platform.object_store();
+    let store = store(&platform);
     let observed = store.observe_bucket(&spec.name).await.expect("observe");
     assert!(!observed.public_access.is_fully_blocked(), "{observed:?}");
     let writes = platform.call_counter().writes();
@@ -72,7 +72,7 @@ async fn soft_delete_retention_is_enforced_and_never_shortened() {
     let (platform, faults) = platform_on(&env);
     let door = backdoor_on(&env, &platform, &faults);
     let spec = spec(&owner());
-    let store = platform.object_store();
+    let store = store(&platform);
     store.ensure_bucket(&spec).await.expect("create");
     door.set_soft_delete(None).await.expect("disable soft delete");
     let report = store.ensure_bucket(&spec).await.expect("correct");
@@ -95,7 +95,7 @@ async fn metadata_drift_keeps_foreign_entries_and_case_insensitive_marks_count()
     let door = backdoor(&platform, &faults);
     let owner = owner();
     let spec = spec(&owner);
-    let store = platform.object_store();
+    let store = store(&platform);
     store.ensure_bucket(&spec).await.expect("create");
     let upper: std::collections::HashMap<String, String> =
         owner_metadata(&owner).into_iter().map(|(k, v)| (k.to_uppercase(), v)).collect();
@@ -120,12 +120,12 @@ async fn recovery_after_a_crash_between_create_and_status_finds_the_one_containe
     let (platform, _faults) = platform();
     let owner = owner();
     let spec = spec(&owner);
-    platform.object_store().ensure_bucket(&spec).await.expect("create");
+    store(&platform).ensure_bucket(&spec).await.expect("create");
     // A restarted operator: a new provider, no name in status.
     let (restarted, _faults) = super::common::platform();
-    let found = restarted.object_store().find_bucket(&owner).await.expect("find");
+    let found = store(&restarted).find_bucket(&owner).await.expect("find");
     assert_eq!(found, Recovery::Found { name: spec.name.clone(), skipped: 0 });
-    let again = restarted.object_store().ensure_bucket(&spec).await.expect("ensure");
+    let again = store(&restarted).ensure_bucket(&spec).await.expect("ensure");
     assert!(!again.created && again.is_unchanged());
 }
 
@@ -134,7 +134,7 @@ async fn customer_managed_keys_are_refused_as_not_supported_before_any_call() {
     let (platform, _faults) = platform();
     let mut spec = spec(&owner());
     spec.encryption = Encryption::Kms { key: "https://vault.vault.azure.net/keys/k".into() };
-    let err = platform.object_store().ensure_bucket(&spec).await.expect_err("kms");
+    let err = store(&platform).ensure_bucket(&spec).await.expect_err("kms");
     assert!(matches!(err, Error::NotSupported { .. }), "{err}");
     assert_eq!(platform.call_counter().reads() + platform.call_counter().writes(), 0);
 }
@@ -146,7 +146,7 @@ async fn the_provider_never_sends_a_delete() {
     let (platform, faults) = platform_on(&env);
     let door = backdoor_on(&env, &platform, &faults);
     let spec = spec(&owner());
-    let store: Arc<dyn ObjectStore> = platform.object_store();
+    let store: Arc<dyn ObjectStore> = store(&platform);
     store.ensure_bucket(&spec).await.expect("create");
     door.put_object(&spec.name, "backups/b1/velero-backup.json").await.expect("put");
     door.set_tags(&spec.name, Tags::new()).await.expect("strip");
