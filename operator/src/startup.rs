@@ -216,9 +216,12 @@ mod tests {
 
     #[test]
     fn unknown_platform_lists_the_supported_ones() {
-        let err = select_platform(registry(), &facts("Azure", None, None), &ProviderSettings::default())
-            .expect_err("Azure");
-        assert_eq!(err.to_string(), r#"platform "Azure" is not supported; supported platforms: AWS, GCP"#);
+        let err = select_platform(registry(), &facts("OpenStack", None, None), &ProviderSettings::default())
+            .expect_err("OpenStack");
+        assert_eq!(
+            err.to_string(),
+            r#"platform "OpenStack" is not supported; supported platforms: AWS, Azure, GCP"#
+        );
         assert_eq!(err.exit_code(), EXIT_UNSUITABLE_ENVIRONMENT);
     }
 

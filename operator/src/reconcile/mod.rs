@@ -593,17 +593,15 @@ async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Res
                     reports.push(Report::fail(BUCKET_READY, "RetentionBelowBackupTTL", refused.clone()));
                 }
                 None => {
-                    reports.push(Report::ok(BUCKET_READY, "BucketReady", format!("bucket {name}: {summary}")))
+                    let message = conditions::bucket_ready_message(ctx.platform.as_ref(), name, summary);
+                    reports.push(Report::ok(BUCKET_READY, "BucketReady", message))
                 }
             }
             (name.clone(), desired.resync_interval, Some(bucket::synced_status(name, now)))
         }
         BucketOutcome::NotDue { name, next_check_in } => {
-            reports.push(Report::ok(
-                BUCKET_READY,
-                "BucketReady",
-                format!("bucket {name}: settings enforced"),
-            ));
+            let message = conditions::bucket_ready_message(ctx.platform.as_ref(), name, "settings enforced");
+            reports.push(Report::ok(BUCKET_READY, "BucketReady", message));
             (name.clone(), *next_check_in, None)
         }
         BucketOutcome::Ambiguous { names } => {

@@ -12,7 +12,8 @@ use crate::cloud::{is_valid_account_name, is_valid_resource_group};
 /// The field name under `spec`.
 pub const SECTION_KEY: &str = "azure";
 
-/// `spec.azure` of the VeleroInstall.
+/// Azure only: where the backup container lives. The operator does not create storage accounts;
+/// on an Azure cluster without `storageAccount`, BucketReady names this field.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AzureSpec {
