@@ -23,7 +23,7 @@ testenv:
 	testkit/scripts/install-moto.sh
 	testkit/scripts/install-azurite.sh
 
-## Run the operator's main job against the local environment.
+## Run the operator's main job against the local environment (MVO_DEMO_CLOUD=azure: on Azure, Azurite).
 demo: testenv
 	$(CARGO) build --locked -p mvo-operator --bins --examples
 	$(CARGO) run --quiet --locked -p mvo-operator --example demo
