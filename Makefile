@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Everything else is for developers.
 CARGO ?= cargo
 CRD_FILE := deploy/crds/managed.openshift.io_veleroinstalls.yaml
-CRATES := mvo-core mvo-provider-aws mvo-provider-gcp mvo-testkit mvo-operator
+CRATES := mvo-core mvo-provider-aws mvo-provider-gcp mvo-provider-azure mvo-testkit mvo-operator
 
 .PHONY: test testenv demo demo-takeover bench lint fmt crds check-crds check-crates bundle check-bundle
 
@@ -15,13 +15,15 @@ bench: testenv
 	$(CARGO) build --locked --release -p mvo-operator --bins --examples
 	$(CARGO) run --quiet --locked --release -p mvo-operator --example bench
 
-## Build and cache the local environment outside the repo: etcd + test API server, moto venv.
+## Build and cache the local environment outside the repo: etcd + test API server, moto venv,
+## Azurite (npm).
 testenv:
 	testkit/scripts/check-prereqs.sh
 	testkit/scripts/build-apiserver.sh
 	testkit/scripts/install-moto.sh
+	testkit/scripts/install-azurite.sh
 
-## Run the operator's main job against the local environment.
+## Run the operator's main job against the local environment (MVO_DEMO_CLOUD=azure: on Azure, Azurite).
 demo: testenv
 	$(CARGO) build --locked -p mvo-operator --bins --examples
 	$(CARGO) run --quiet --locked -p mvo-operator --example demo

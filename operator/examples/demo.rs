@@ -1,7 +1,8 @@
 //! `make demo`: the operator's main job against the local environment.
 //!
 //! Starts a real Kubernetes API server and a real S3 server (moto), creates an AWS-like
-//! `Infrastructure`, runs the `managed-velero-operator` binary against them, creates the
+//! `Infrastructure` (or, with `MVO_DEMO_CLOUD=azure`, an Azure one whose storage account is a real
+//! Azurite), runs the `managed-velero-operator` binary against them, creates the
 //! `VeleroInstall`, and shows the bucket and its settings, the Velero objects and the conditions
 //! reaching Ready. The test API server has no controllers or kubelet, so the demo plays their part
 //! where Velero would need them (minting Velero's secret, running the CRD Job, starting the pod),
@@ -24,7 +25,10 @@ use kube::{
     Api, ResourceExt,
     api::{DynamicObject, Patch, PatchParams},
 };
-use local::{INFRA, Local, NAMESPACE, REGION, step, stop, wait_for};
+use local::{
+    AZURE_REGION, AZURE_RESOURCE_GROUP, INFRA, Local, NAMESPACE, REGION, azure_requested, step, stop,
+    wait_for,
+};
 use mvo_core::{Platform, ProviderConfig};
 use mvo_operator::{controller, crd::VeleroInstall, reconcile::validate::DEFAULT_VELERO_IMAGE};
 use serde_json::json;
@@ -67,10 +71,25 @@ async fn main() -> ExitCode {
 }
 
 async fn demo(log: &Path) -> anyhow::Result<()> {
-    step("Starting a local Kubernetes API server (etcd + Kubernetes 1.36 code) and an S3 server (moto)");
-    let local = Local::start().await?;
-    println!("   API server {}   S3 {}", local.kube.server(), local.s3.endpoint());
-    println!("   the cluster reports AWS in {REGION} (Infrastructure/cluster, infrastructureName {INFRA})");
+    let azure = azure_requested();
+    let local = if azure {
+        step("Starting a local Kubernetes API server (etcd + Kubernetes 1.36 code) and Azurite (Azure Blob)");
+        let local = Local::start_azure().await?;
+        println!("   API server {}   Azure Blob {}", local.kube.server(), local.cloud_endpoint());
+        println!(
+            "   the cluster reports Azure (resource group {AZURE_RESOURCE_GROUP}; region {AZURE_REGION} from \
+             install-config), infrastructureName {INFRA}"
+        );
+        local
+    } else {
+        step("Starting a local Kubernetes API server (etcd + Kubernetes 1.36 code) and an S3 server (moto)");
+        let local = Local::start().await?;
+        println!("   API server {}   S3 {}", local.kube.server(), local.s3.endpoint());
+        println!(
+            "   the cluster reports AWS in {REGION} (Infrastructure/cluster, infrastructureName {INFRA})"
+        );
+        local
+    };
 
     step("Starting managed-velero-operator");
     let mut operator = local
@@ -88,7 +107,11 @@ async fn demo(log: &Path) -> anyhow::Result<()> {
         .spawn()?;
     println!("   pid {}, log {}", operator.id().unwrap_or_default(), log.display());
 
-    step("Creating VeleroInstall/cluster with an empty spec (MVO's behaviour)");
+    if azure {
+        step("Creating VeleroInstall/cluster naming the storage account (spec.azure.storageAccount)");
+    } else {
+        step("Creating VeleroInstall/cluster with an empty spec (MVO's behaviour)");
+    }
     let installs = local.installs();
     local.create_install().await?;
     let (bucket, took) = wait_for("bucket provisioned", Duration::from_secs(30), async || {
@@ -98,25 +121,47 @@ async fn demo(log: &Path) -> anyhow::Result<()> {
     .await?;
     println!("   bucket provisioned after {} ms", took.as_millis());
 
-    step(&format!("The bucket {bucket}, read back from S3"));
-    let aws = mvo_provider_aws::AwsPlatform::new(&ProviderConfig {
-        platform: "AWS".into(),
-        region: Some(REGION.into()),
-        infrastructure_name: INFRA.into(),
-        credentials_dir: local.credentials.clone(),
-        endpoint: Some(local.s3.endpoint().to_owned()),
-        ..Default::default()
-    })?;
-    let state =
-        aws.object_store(&mvo_core::NO_SECTION).expect("object store").observe_bucket(&bucket).await?;
-    println!("   region             {}", state.region);
-    let encryption = state.encryption.as_ref().map_or_else(|| "none".to_owned(), ToString::to_string);
-    println!("   encryption         {encryption}");
-    let public = if state.public_access.is_fully_blocked() { "all four blocks on" } else { "OPEN" };
-    println!("   public access      {public}");
-    for rule in &state.lifecycle {
-        println!("   lifecycle          {rule}");
-    }
+    let state = if azure {
+        step(&format!("The container {bucket}, read back from Azurite"));
+        let config = ProviderConfig {
+            platform: "Azure".into(),
+            region: Some(AZURE_REGION.into()),
+            infrastructure_name: INFRA.into(),
+            credentials_dir: local.credentials.clone(),
+            endpoint: Some(local.cloud_endpoint().to_owned()),
+            ..Default::default()
+        };
+        let ca = local.azurite.as_ref().map(|a| a.ca_pem().to_vec()).unwrap_or_default();
+        let azure = mvo_provider_azure::AzurePlatform::builder(&config).trust_pem(ca).build()?;
+        let section = json!({"storageAccount": mvo_testkit::env::AZURITE_ACCOUNT});
+        let state = azure.object_store(&section)?.observe_bucket(&bucket).await?;
+        let public =
+            if state.public_access.is_fully_blocked() { "private (no anonymous access)" } else { "OPEN" };
+        println!("   public access      {public}");
+        println!("   not enforced       {}", mvo_provider_azure::ACCOUNT_SETTINGS);
+        state
+    } else {
+        step(&format!("The bucket {bucket}, read back from S3"));
+        let aws = mvo_provider_aws::AwsPlatform::new(&ProviderConfig {
+            platform: "AWS".into(),
+            region: Some(REGION.into()),
+            infrastructure_name: INFRA.into(),
+            credentials_dir: local.credentials.clone(),
+            endpoint: Some(local.s3.endpoint().to_owned()),
+            ..Default::default()
+        })?;
+        let state =
+            aws.object_store(&mvo_core::NO_SECTION).expect("object store").observe_bucket(&bucket).await?;
+        println!("   region             {}", state.region);
+        let encryption = state.encryption.as_ref().map_or_else(|| "none".to_owned(), ToString::to_string);
+        println!("   encryption         {encryption}");
+        let public = if state.public_access.is_fully_blocked() { "all four blocks on" } else { "OPEN" };
+        println!("   public access      {public}");
+        for rule in &state.lifecycle {
+            println!("   lifecycle          {rule}");
+        }
+        state
+    };
     for (k, v) in &state.tags {
         println!("   tag                {k}={v}");
     }
@@ -159,6 +204,7 @@ async fn demo(log: &Path) -> anyhow::Result<()> {
 
     step("Stopping");
     let status = stop(&mut operator).await?;
-    println!("   operator exited with {status}; API server, etcd and moto stopped");
+    let cloud = if azure { "moto and Azurite" } else { "moto" };
+    println!("   operator exited with {status}; API server, etcd and {cloud} stopped");
     Ok(())
 }

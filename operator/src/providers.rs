@@ -6,6 +6,8 @@
 
 #[cfg(feature = "aws")]
 use mvo_provider_aws as _;
+#[cfg(feature = "azure")]
+use mvo_provider_azure as _;
 #[cfg(feature = "gcp")]
 use mvo_provider_gcp as _;
 
@@ -17,11 +19,10 @@ pub fn registered_platforms() -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     #[test]
-    #[cfg(all(feature = "aws", feature = "gcp"))]
-    fn registry_holds_aws_and_gcp() {
-        // Other linked providers may join; this build's own two must be there.
-        let platforms = mvo_core::Registry::global().expect("no duplicate providers").platforms();
-        assert!(platforms.contains(&"AWS") && platforms.contains(&"GCP"), "{platforms:?}");
-        assert_eq!(super::registered_platforms(), platforms);
+    #[cfg(all(feature = "aws", feature = "gcp", feature = "azure"))]
+    fn registry_holds_exactly_aws_gcp_and_azure() {
+        let expected = ["AWS", "Azure", "GCP"];
+        assert_eq!(mvo_core::Registry::global().expect("no duplicate providers").platforms(), expected);
+        assert_eq!(super::registered_platforms(), expected);
     }
 }

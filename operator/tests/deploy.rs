@@ -168,9 +168,18 @@ fn credentials_requests_carry_exactly_the_providers_iam() {
         "deploy/{} drifted from mvo_provider_gcp::iam::operator_provider_spec",
         gcp.file
     );
-    for (request, token_path) in
-        [(aws, mvo_provider_aws::CLOUD_TOKEN_PATH), (gcp, mvo_provider_gcp::CLOUD_TOKEN_PATH)]
-    {
+    let azure = operator_credentials_request(&manifests, "azure");
+    assert_eq!(
+        azure.object["spec"]["providerSpec"],
+        mvo_provider_azure::iam::operator_provider_spec(),
+        "deploy/{} drifted from mvo_provider_azure::iam::operator_provider_spec",
+        azure.file
+    );
+    for (request, token_path) in [
+        (aws, mvo_provider_aws::CLOUD_TOKEN_PATH),
+        (gcp, mvo_provider_gcp::CLOUD_TOKEN_PATH),
+        (azure, mvo_core::velero::CLOUD_TOKEN_PATH),
+    ] {
         let spec = &request.object["spec"];
         assert_eq!(spec["secretRef"]["name"], CREDENTIALS_SECRET, "{}", request.describe());
         assert_eq!(spec["secretRef"]["namespace"], NAMESPACE, "{}", request.describe());

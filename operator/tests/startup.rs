@@ -157,7 +157,7 @@ async fn version_flag_and_subcommand_print_the_same() {
     assert!(subcommand.status.success(), "{subcommand:?}");
     let text = String::from_utf8(subcommand.stdout).expect("UTF-8");
     assert!(text.starts_with(&format!("managed-velero-operator {} (", env!("CARGO_PKG_VERSION"))), "{text}");
-    assert!(text.contains("providers: AWS, GCP"), "{text}");
+    assert!(text.contains("providers: AWS, Azure, GCP"), "{text}");
     for flag in ["--version", "-V"] {
         let output = run_binary(&[flag], &[]).await;
         assert!(output.status.success(), "{output:?}");
@@ -232,13 +232,13 @@ async fn unsuitable_clusters_are_refused_with_one_clear_line() {
     cluster
         .set_infrastructure(json!({"infrastructureName": "c1", "platformStatus": {"type": "BareMetal"}}))
         .await;
-    assert_refused(&cluster.run_operator().await, "supported platforms: AWS, GCP");
+    assert_refused(&cluster.run_operator().await, "supported platforms: AWS, Azure, GCP");
 
     // No platform type at all: the same list of what this build supports.
     cluster.set_infrastructure(json!({"infrastructureName": "c1"})).await;
     let output = cluster.run_operator().await;
     assert_refused(&output, "Infrastructure/cluster reports no platform type");
-    assert_refused(&output, "; supported platforms: AWS, GCP");
+    assert_refused(&output, "; supported platforms: AWS, Azure, GCP");
 
     cluster.set_infrastructure(json!({"infrastructureName": "c1", "platformStatus": {"type": "AWS"}})).await;
     assert_refused(&cluster.run_operator().await, "ConfigMap kube-system/cluster-config-v1 has no key");

@@ -427,7 +427,7 @@ async fn gcp_takeover_removes_mvo_fields_in_one_write_then_writes_nothing() {
 
 /// deploy/'s CredentialsRequests, placed in `namespace` (standing for `openshift-velero`).
 fn deploy_credentials_requests(namespace: &str) -> Vec<Value> {
-    ["credentials_request_aws.yaml", "credentials_request_gcp.yaml"]
+    ["credentials_request_aws.yaml", "credentials_request_gcp.yaml", "credentials_request_azure.yaml"]
         .iter()
         .map(|file| {
             let path = format!("{}/../deploy/{file}", env!("CARGO_MANIFEST_DIR"));

@@ -38,9 +38,16 @@ if [ ! -x "$bindir/mvo-test-apiserver" ] || [ ! -x "$bindir/etcd" ]; then
   fi
 fi
 
-# Not needed yet: the Azure test plane (Azurite) will run on Node.
-command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
-  || echo "testenv: note: node/npm not found; not needed today, needed once the Azure test plane (Azurite) lands" >&2
+need node "runs Azurite, the Azure Storage emulator of the Azure provider's tests (Node 20 or newer)"
+need npm "installs Azurite from the npm registry"
+need openssl "makes the throw-away TLS certificates Azurite serves HTTPS with"
+if command -v node >/dev/null 2>&1; then
+  node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+  if [ "$node_major" -lt 20 ]; then
+    echo "testenv: Node $(node --version) is too old for Azurite 3.35 (the tests pin it); install Node 20 or newer" >&2
+    missing=1
+  fi
+fi
 
 if [ $missing = 1 ]; then
   echo "testenv: install the missing prerequisites above, then run make testenv again" >&2

@@ -139,12 +139,22 @@ impl Harness {
         self.tag_style.marks(owner)
     }
 
+    /// The settings in which `state` differs from `spec`, among those the provider claims to
+    /// enforce (a setting it declares unsupported is the account owner's, not drift).
     fn drift(&self, state: &BucketState, spec: &BucketSpec) -> Vec<Setting> {
-        state.drift(spec, self.tag_style)
+        let mut drifted = state.drift(spec, self.tag_style);
+        if !self.capabilities.lifecycle_rules {
+            drifted.retain(|s| *s != Setting::Lifecycle);
+        }
+        if !self.capabilities.default_encryption {
+            drifted.retain(|s| *s != Setting::Encryption);
+        }
+        drifted
     }
 
     fn foreign_tag(&self) -> (String, String) {
-        ("cost-center".into(), "backup-team-42".into())
+        // A key every cloud accepts as written: Azure metadata names are C# identifiers (no `-`).
+        ("cost_center".into(), "backup-team-42".into())
     }
 
     fn claims(&self, case: &str, needed: &[(&str, bool)]) -> bool {

@@ -1,8 +1,10 @@
-//! The local test environment: real etcd + Kubernetes API server and a real moto S3/STS server,
-//! started as child processes on random 127.0.0.1 ports (SPEC section 12, TESTENV.md).
+//! The local test environment: real etcd + Kubernetes API server, a real moto S3/STS server and a
+//! real Azurite blob service ([`AzuriteEnv`]), started as child processes on random 127.0.0.1
+//! ports (SPEC section 12, TESTENV.md).
 //!
 //! Binaries are built and cached outside the repository by `make testenv`
-//! (`testkit/scripts/build-apiserver.sh`, `testkit/scripts/install-moto.sh`); this module only
+//! (`testkit/scripts/build-apiserver.sh`, `testkit/scripts/install-moto.sh`,
+//! `testkit/scripts/install-azurite.sh`); this module only
 //! starts them, and says which command to run when one is missing.
 //!
 //! Processes are stopped by PID, never by name: on `Drop` for dedicated instances, and by a
@@ -33,6 +35,10 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
     runtime::wait::{await_condition, conditions::is_crd_established},
 };
+
+mod azurite;
+
+pub use azurite::{AZURITE_ACCOUNT, AzuriteEnv};
 
 /// The operator's identity on the test API server: the user name of its ServiceAccount
 /// (`operator.kubeconfig` holds a client certificate with this name and the ServiceAccount groups).

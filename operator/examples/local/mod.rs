@@ -1,5 +1,6 @@
 //! The local environment as `make demo` and `make bench` use it: a real API server and moto,
-//! an AWS-like cluster, credentials for the operator, the operator binary, and the parts of a
+//! an AWS-like cluster (or, with `MVO_DEMO_CLOUD=azure`, an Azure cluster whose storage account
+//! is a real Azurite), credentials for the operator, the operator binary, and the parts of a
 //! cluster the test API server lacks (credential operator, Job controller, kubelet).
 
 use std::{
@@ -18,13 +19,24 @@ use kube::{
     api::{Patch, PatchParams},
 };
 use mvo_operator::{crd::VeleroInstall, infrastructure::Infrastructure};
-use mvo_testkit::env::{KubeEnv, S3Env, foreign_crds, install_crds};
+use mvo_testkit::env::{AZURITE_ACCOUNT, AzuriteEnv, KubeEnv, S3Env, foreign_crds, install_crds};
 use serde_json::json;
 use tokio::process::Command;
 
 pub const NAMESPACE: &str = "openshift-velero";
 pub const REGION: &str = "eu-west-1";
 pub const INFRA: &str = "demo-cluster-x8k2p";
+/// The region and resource group of the Azure cluster (`MVO_DEMO_CLOUD=azure`).
+#[allow(dead_code, reason = "used by make demo with MVO_DEMO_CLOUD=azure; the other examples run on AWS")]
+pub const AZURE_REGION: &str = "eastus";
+#[allow(dead_code, reason = "used by make demo with MVO_DEMO_CLOUD=azure; the other examples run on AWS")]
+pub const AZURE_RESOURCE_GROUP: &str = "demo-cluster-x8k2p-rg";
+
+/// The cloud the local cluster runs on: AWS (moto) unless `MVO_DEMO_CLOUD=azure` (Azurite).
+#[allow(dead_code, reason = "used by make demo with MVO_DEMO_CLOUD=azure; the other examples run on AWS")]
+pub fn azure_requested() -> bool {
+    std::env::var("MVO_DEMO_CLOUD").is_ok_and(|c| c.eq_ignore_ascii_case("azure"))
+}
 
 pub fn apply() -> PatchParams {
     PatchParams::apply("local-env").force()
@@ -57,10 +69,12 @@ pub fn operator_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// A running local environment with an AWS-like cluster.
+/// A running local environment with an AWS-like cluster, or an Azure one with `azurite`.
 pub struct Local {
     pub kube: KubeEnv,
     pub s3: S3Env,
+    /// Set on an Azure cluster: the storage account's Blob service.
+    pub azurite: Option<AzuriteEnv>,
     pub client: Client,
     pub work: PathBuf,
     pub credentials: PathBuf,
@@ -72,6 +86,7 @@ impl Local {
         let s3 = S3Env::start().context("starting moto (run `make testenv`)")?;
         let client = kube.client().await?;
         let mut crds = foreign_crds()?;
+        // The CRD as deploy/ ships it, with the providers' spec sections.
         crds.push(mvo_operator::crd::crd());
         install_crds(&client, crds).await?;
         let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}});
@@ -90,7 +105,45 @@ impl Local {
         std::fs::write(credentials.join("aws_secret_access_key"), "demo-secret-key")?;
         // The operator runs as its ServiceAccount with exactly deploy/'s RBAC.
         kube.operator_kubeconfig(&[]).await?;
-        Ok(Local { kube, s3, client, work, credentials })
+        Ok(Local { kube, s3, azurite: None, client, work, credentials })
+    }
+
+    /// The same environment as an Azure cluster: `Infrastructure` of type Azure (resource group
+    /// and cloud in `platformStatus.azure`, the region only in the install-config), Azurite as the
+    /// storage account's Blob service (HTTPS; its CA as the cluster's trusted bundle) and a
+    /// pre-issued token as the operator's credentials (no Entra ID emulator exists).
+    #[allow(dead_code, reason = "used by make demo with MVO_DEMO_CLOUD=azure; the other examples run on AWS")]
+    pub async fn start_azure() -> anyhow::Result<Local> {
+        let mut local = Self::start().await?;
+        let azurite = AzuriteEnv::start().context("starting Azurite (run `make testenv`)")?;
+        let infra: Api<Infrastructure> = Api::all(local.client.clone());
+        let status = json!({"apiVersion": "config.openshift.io/v1", "kind": "Infrastructure", "status": {
+            "infrastructureName": INFRA, "platform": "Azure", "platformStatus": {"type": "Azure",
+            "azure": {"resourceGroupName": AZURE_RESOURCE_GROUP, "cloudName": "AzurePublicCloud"}}}});
+        infra.patch_status("cluster", &apply(), &Patch::Apply(&status)).await?;
+        let kube_system =
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}});
+        Api::<Namespace>::all(local.client.clone())
+            .patch("kube-system", &apply(), &Patch::Apply(kube_system))
+            .await?;
+        let install_config = format!("platform:\n  azure:\n    region: {AZURE_REGION}\n");
+        let config_map = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cluster-config-v1"},
+                                "data": {"install-config": install_config}});
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(local.client.clone(), "kube-system")
+            .patch("cluster-config-v1", &apply(), &Patch::Apply(&config_map))
+            .await?;
+        for file in ["aws_access_key_id", "aws_secret_access_key"] {
+            std::fs::remove_file(local.credentials.join(file))?;
+        }
+        let token = AzuriteEnv::bearer_token(Duration::from_secs(3600));
+        std::fs::write(local.credentials.join("azure_bearer_token"), token)?;
+        std::fs::write(
+            local.credentials.join("azure_subscription_id"),
+            "00000000-0000-0000-0000-0000000000de",
+        )?;
+        std::fs::write(local.work.join("tls-ca-bundle.pem"), azurite.ca_pem())?;
+        local.azurite = Some(azurite);
+        Ok(local)
     }
 
     /// `managed-velero-operator <args>` against this environment.
@@ -99,11 +152,19 @@ impl Local {
         command
             .args(args)
             .env("KUBECONFIG", self.kube.operator_kubeconfig_path())
-            .env("MVO_CLOUD_ENDPOINT", self.s3.endpoint())
+            .env("MVO_CLOUD_ENDPOINT", self.cloud_endpoint())
             .env("MVO_CREDENTIALS_DIR", &self.credentials)
             .env("NO_COLOR", "1")
             .kill_on_drop(true);
+        if self.azurite.is_some() {
+            command.env("MVO_TRUSTED_CA_BUNDLE", self.work.join("tls-ca-bundle.pem"));
+        }
         Ok(command)
+    }
+
+    /// The cloud endpoint the operator is pointed at: moto, or Azurite on an Azure cluster.
+    pub fn cloud_endpoint(&self) -> &str {
+        self.azurite.as_ref().map_or_else(|| self.s3.endpoint(), AzuriteEnv::endpoint)
     }
 
     pub fn installs(&self) -> Api<VeleroInstall> {
@@ -111,8 +172,13 @@ impl Local {
     }
 
     pub async fn create_install(&self) -> anyhow::Result<()> {
+        // On Azure the storage account is named in the provider's section; else the empty spec.
+        let spec = match self.azurite {
+            Some(_) => json!({"azure": {"storageAccount": AZURITE_ACCOUNT}}),
+            None => json!({}),
+        };
         let vi = json!({"apiVersion": "managed.openshift.io/v1alpha2", "kind": "VeleroInstall",
-                        "metadata": {"name": "cluster"}, "spec": {}});
+                        "metadata": {"name": "cluster"}, "spec": spec});
         self.installs().patch("cluster", &apply(), &Patch::Apply(&vi)).await?;
         Ok(())
     }
@@ -122,8 +188,15 @@ impl Local {
     /// the Deployment available. Waits for the Job and Deployment the operator creates.
     pub async fn play_cluster_controllers(&self) -> anyhow::Result<()> {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), NAMESPACE);
+        // The key Velero's plugin reads: an AWS credentials file, or the AZURE_* file on Azure.
+        let data = match self.azurite {
+            Some(_) => {
+                json!({"cloud": "AZURE_SUBSCRIPTION_ID=00000000-0000-0000-0000-0000000000de\nAZURE_TENANT_ID=demo\nAZURE_CLIENT_ID=demo\nAZURE_CLIENT_SECRET=demo\nAZURE_CLOUD_NAME=AzurePublicCloud\n"})
+            }
+            None => json!({"credentials": "[default]\naws_access_key_id = AKIADEMO\n"}),
+        };
         let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "velero-iam-credentials"},
-                            "stringData": {"credentials": "[default]\naws_access_key_id = AKIADEMO\n"}});
+                            "stringData": data});
         secrets.patch("velero-iam-credentials", &apply(), &Patch::Apply(&secret)).await?;
         let jobs: Api<Job> = Api::namespaced(self.client.clone(), NAMESPACE);
         let (job, _) = wait_for("CRD Job", Duration::from_secs(30), async || {

@@ -20,6 +20,30 @@ pub const READY: &str = "Ready";
 /// Every condition type the operator sets.
 pub const ALL: [&str; 5] = [PLATFORM_SUPPORTED, BUCKET_READY, CREDENTIALS_READY, VELERO_READY, READY];
 
+/// `BucketReady`'s message for a checked bucket: what was done, and the bucket settings the
+/// provider does not enforce (its unclaimed capabilities), which stay with the account owner.
+pub fn bucket_ready_message(platform: &dyn mvo_core::Platform, name: &str, summary: &str) -> String {
+    let capabilities = platform.capabilities();
+    let left: Vec<&str> = [
+        (capabilities.default_encryption, "default encryption"),
+        (capabilities.kms, "customer-managed keys"),
+        (capabilities.public_access_block, "public access"),
+        (capabilities.lifecycle_rules, "lifecycle rules (backup expiry)"),
+    ]
+    .into_iter()
+    .filter(|(claimed, _)| !claimed)
+    .map(|(_, setting)| setting)
+    .collect();
+    if left.is_empty() {
+        return format!("bucket {name}: {summary}");
+    }
+    format!(
+        "bucket {name}: {summary}; not enforced by the {} provider, left to the account: {}",
+        platform.name(),
+        left.join(", ")
+    )
+}
+
 /// A condition to report, before timestamps are decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
@@ -86,6 +110,22 @@ pub fn ready(reports: &[Report]) -> Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bucket_ready_names_the_settings_a_provider_leaves_to_the_account() {
+        let memory = mvo_testkit::InMemoryPlatform::new("r");
+        assert_eq!(bucket_ready_message(&memory, "b", "settings enforced"), "bucket b: settings enforced");
+        #[cfg(feature = "azure")]
+        {
+            let config = mvo_core::ProviderConfig { region: Some("eastus".into()), ..Default::default() };
+            let azure = mvo_provider_azure::AzurePlatform::new(&config).expect("Azure");
+            assert_eq!(
+                bucket_ready_message(&azure, "c", "created and hardened"),
+                "bucket c: created and hardened; not enforced by the Azure provider, left to the account: \
+                 default encryption, customer-managed keys, public access, lifecycle rules (backup expiry)"
+            );
+        }
+    }
 
     fn at(secs: i64) -> Timestamp {
         Timestamp::from_second(secs).expect("valid")

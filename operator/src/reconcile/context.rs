@@ -109,7 +109,12 @@ impl Context {
         let store =
             self.platform.object_store(self.section(vi)).map_err(|source| Error::ObjectStore { source })?;
         Ok(match self.writer.plan() {
-            Some(plan) => Arc::new(PlanStore::new(store, plan.clone(), self.platform.tag_style())),
+            Some(plan) => Arc::new(PlanStore::new(
+                store,
+                plan.clone(),
+                self.platform.tag_style(),
+                self.platform.capabilities(),
+            )),
             None => store,
         })
     }

@@ -337,15 +337,15 @@ async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Res
                     bucket_report = Report::fail(BUCKET_READY, "RetentionBelowBackupTTL", refused.clone());
                 }
                 None => {
-                    bucket_report =
-                        Report::ok(BUCKET_READY, "BucketReady", format!("bucket {name}: {summary}"))
+                    let message = conditions::bucket_ready_message(ctx.platform.as_ref(), name, summary);
+                    bucket_report = Report::ok(BUCKET_READY, "BucketReady", message)
                 }
             }
             (name.clone(), desired.resync_interval, Some(bucket::synced_status(name, now)))
         }
         BucketOutcome::NotDue { name, next_check_in } => {
-            bucket_report =
-                Report::ok(BUCKET_READY, "BucketReady", format!("bucket {name}: settings enforced"));
+            let message = conditions::bucket_ready_message(ctx.platform.as_ref(), name, "settings enforced");
+            bucket_report = Report::ok(BUCKET_READY, "BucketReady", message);
             (name.clone(), *next_check_in, None)
         }
         BucketOutcome::Ambiguous { names } => {

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use mvo_core::{
-    BucketReport, BucketSpec, BucketState, Error, ObjectStore, Owner, Recovery, Result, TagStyle,
+    BucketReport, BucketSpec, BucketState, Capabilities, Error, ObjectStore, Owner, Recovery, Result,
+    Setting, TagStyle,
 };
 
 /// What a reconcile would change, in order.
@@ -35,12 +36,30 @@ pub struct PlanStore {
     plan: Arc<Plan>,
     /// The provider's owner-mark style, to compare marks as it would.
     style: TagStyle,
+    /// What the provider enforces: a setting it does not claim is never corrected, so never
+    /// planned (on Azure, lifecycle and encryption are the storage account's).
+    capabilities: Capabilities,
 }
 
 impl PlanStore {
-    /// Wraps `inner`, recording into `plan`, comparing owner marks in `style`.
-    pub fn new(inner: Arc<dyn ObjectStore>, plan: Arc<Plan>, style: TagStyle) -> Self {
-        PlanStore { inner, plan, style }
+    /// Wraps `inner`, recording into `plan`, comparing owner marks in `style` and planning only
+    /// the settings `capabilities` says the provider enforces.
+    pub fn new(
+        inner: Arc<dyn ObjectStore>,
+        plan: Arc<Plan>,
+        style: TagStyle,
+        capabilities: Capabilities,
+    ) -> Self {
+        PlanStore { inner, plan, style, capabilities }
+    }
+
+    fn enforced(&self, setting: &Setting) -> bool {
+        match setting {
+            Setting::Encryption => self.capabilities.default_encryption,
+            Setting::PublicAccess => self.capabilities.public_access_block,
+            Setting::Lifecycle => self.capabilities.lifecycle_rules,
+            Setting::Tags => true,
+        }
     }
 }
 
@@ -53,7 +72,8 @@ impl ObjectStore for PlanStore {
     async fn ensure_bucket(&self, spec: &BucketSpec) -> Result<BucketReport> {
         match self.inner.observe_bucket(&spec.name).await {
             Ok(state) => {
-                let corrected = state.drift(spec, self.style);
+                let mut corrected = state.drift(spec, self.style);
+                corrected.retain(|setting| self.enforced(setting));
                 for setting in &corrected {
                     self.plan.record(format!("cloud: correct {setting} of bucket {}", spec.name));
                 }
