@@ -110,6 +110,9 @@ const FAULTS: [&str; 15] = [
 /// Not a fault: a bucket check asked for with the annotation, counted with the faults.
 const CHECK_REQUESTED: &str = "(bucket check requested, not a fault)";
 
+/// Faults drawn but not injected (the driver's own call failed, e.g. the API server was down).
+const NOT_INJECTED: &str = "(drawn, not injected: driver call failed)";
+
 /// splitmix64: a seeded generator without a dependency.
 struct Rng(u64);
 
@@ -418,7 +421,10 @@ async fn main() -> anyhow::Result<()> {
         match inject(&run, kind, &mut rng, &mut timed, &kills, serial).await {
             Ok(true) => *lock(&run.record).faults.entry(kind).or_default() += 1,
             Ok(false) => {}
-            Err(err) => eprintln!("chaos: {kind} could not be injected: {err:#}"),
+            Err(err) => {
+                eprintln!("chaos: {kind} could not be injected: {err:#}");
+                *lock(&run.record).faults.entry(NOT_INJECTED).or_default() += 1;
+            }
         }
         // The bucket is checked once per resync; asking for checks (the documented annotation)
         // puts cloud calls under the cloud faults and makes tampering get noticed sooner.
@@ -524,7 +530,9 @@ async fn inject(
             }
         });
     };
-    let all = rng.below(3) == 0;
+    // Cloud faults hit both replicas' proxies: only the leader calls the cloud, and which one
+    // leads changes all the time.
+    let all = true;
     match kind {
         "apiserver_restart" => {
             let run = run.clone();
@@ -1259,7 +1267,8 @@ fn report(run: &Run, seed: u64, duration: Duration, converged: Option<Duration>,
     for (kind, n) in &record.faults {
         println!("  {kind:<42} {n}");
     }
-    println!("  {:<42} {}", "total", record.faults.values().sum::<u32>());
+    let injected: u32 = record.faults.iter().filter(|(k, _)| !k.starts_with('(')).map(|(_, n)| n).sum();
+    println!("  {:<42} {injected}", "total injected");
     println!("\noperator process ends                        count");
     for (how, n) in &record.exits {
         println!("  {how:<42} {n}");
@@ -1290,14 +1299,21 @@ fn report(run: &Run, seed: u64, duration: Duration, converged: Option<Duration>,
         quiet.kube_writes,
         quiet.allowed_kube_writes
     );
-    let mut calls: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+    let mut calls: BTreeMap<String, (u32, u32, u32)> = BTreeMap::new();
     for (_, e) in &record.exchanges {
         let entry = calls.entry(operation(e)).or_default();
-        if e.injected { entry.1 += 1 } else { entry.0 += 1 }
+        entry.0 += 1;
+        if e.injected {
+            entry.1 += 1;
+        } else if e.status.is_none() {
+            entry.2 += 1;
+        }
     }
-    println!("\ncloud calls by kind (both replicas)          sent   answered by an injected fault");
-    for (op, (real, injected)) in &calls {
-        println!("  {op:<42} {real:<6} {injected}");
+    println!(
+        "\ncloud calls by kind (both replicas)          sent   injected error   no answer (reset, refused)"
+    );
+    for (op, (real, injected, unanswered)) in &calls {
+        println!("  {op:<42} {real:<6} {injected:<16} {unanswered}");
     }
     println!(
         "\nmax RSS of an operator process               {:.1} MiB ({})",
