@@ -67,3 +67,12 @@ IMAGE ?= managed-velero-operator:dev
 .PHONY: docker-build
 docker-build:
 	docker build --build-arg MVO_GIT_HASH=$$(git rev-parse --short=12 HEAD) -t $(IMAGE) .
+
+## Faults at random against the real operator binary (two replicas), named invariants checked;
+## SEED and DURATION (default 180s) reproduce a run. Debug build: the one `make test` builds.
+SEED ?=
+DURATION ?= 180s
+.PHONY: chaos
+chaos: testenv
+	$(CARGO) build --locked -p mvo-operator --bins --examples
+	SEED=$(SEED) DURATION=$(DURATION) $(CARGO) run --quiet --locked -p mvo-operator --example chaos

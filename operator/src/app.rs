@@ -134,7 +134,10 @@ async fn prepare(args: &RunArgs) -> Result<Prepared, RunError> {
     let client = Client::try_from(health::with_deadlines(config))
         .map_err(|e| anyhow::Error::new(e).context("connecting to Kubernetes"))?;
     let registry = mvo_core::Registry::global().map_err(StartupError::UnsupportedPlatform)?;
-    let facts = match startup::discover_facts(&client, registry).await {
+    let retry_for = startup::STARTUP_RETRY_FOR;
+    let facts = match startup::retry_transient("facts", retry_for, || startup::discover_facts(&client, registry))
+        .await
+    {
         Err(StartupError::Facts(FactsError::NoPlatformType)) => {
             Err(StartupError::NoPlatformType { supported: providers::registered_platforms().join(", ") })
         }
@@ -149,8 +152,11 @@ async fn prepare(args: &RunArgs) -> Result<Prepared, RunError> {
     if !missing.is_empty() {
         warn!(platform = platform.name(), missing = ?missing, "provider runs with degraded capabilities");
     }
-    startup::ensure_crd_installed(&client, &args.namespace).await?;
-    let token_based = startup::discover_token_based(&client).await?;
+    startup::retry_transient("crd", retry_for, || startup::ensure_crd_installed(&client, &args.namespace))
+        .await?;
+    let token_based =
+        startup::retry_transient("credentials mode", retry_for, || startup::discover_token_based(&client))
+            .await?;
     if token_based && !platform.capabilities().workload_identity {
         warn!(platform = platform.name(), "token-based cluster, but the provider cannot wire Velero for it");
     }

@@ -21,6 +21,7 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         reflector::{self},
+        utils::Backoff,
         watcher::{self, Event},
     },
 };
@@ -163,7 +164,45 @@ where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     // The server ends each watch before the client's read timeout could break a quiet one.
-    watcher::watcher(api, watcher::Config::default().timeout(WATCH_TIMEOUT_SECS)).default_backoff()
+    watcher::watcher(api, watcher::Config::default().timeout(WATCH_TIMEOUT_SECS))
+        .backoff(WatchBackoff::default())
+}
+
+/// First wait before a failed watch is retried.
+const WATCH_RETRY_MIN: Duration = Duration::from_millis(500);
+/// Longest wait between watch retries. kube-runtime's default grows to 30 s, so after a
+/// minute-long API server outage the watches came back up to half a minute late (and drifted
+/// objects stayed unrepaired that long); one operator per cluster retrying every 5 s is no load.
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Watch retry delays: 0.5 s doubling to 5 s, each spread by up to +50% so the watches of one
+/// process do not retry in step; back to the start after any successful event.
+#[derive(Debug)]
+struct WatchBackoff {
+    next: Duration,
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        WatchBackoff { next: WATCH_RETRY_MIN }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let current = self.next;
+        self.next = current.saturating_mul(2).min(WATCH_RETRY_MAX);
+        let fraction = f64::from(uuid::Uuid::new_v4().as_u128() as u16) / f64::from(u16::MAX);
+        Some(current.mul_f64(1.0 + 0.5 * fraction))
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = WATCH_RETRY_MIN;
+    }
 }
 
 /// How long a graceful shutdown waits for the first list of VeleroInstalls and for in-flight
@@ -242,6 +281,17 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn watch_retries_stay_within_seconds_and_restart_after_success() {
+        let mut backoff = WatchBackoff::default();
+        let delays: Vec<Duration> = backoff.by_ref().take(12).collect();
+        assert!(delays[0] >= WATCH_RETRY_MIN && delays[0] <= WATCH_RETRY_MIN.mul_f64(1.5), "{delays:?}");
+        assert!(delays.iter().all(|d| *d <= WATCH_RETRY_MAX.mul_f64(1.5)), "capped: {delays:?}");
+        assert!(delays[11] >= WATCH_RETRY_MAX, "grows to the cap: {delays:?}");
+        backoff.reset();
+        assert!(backoff.next().is_some_and(|d| d <= WATCH_RETRY_MIN.mul_f64(1.5)), "reset to the start");
+    }
 
     fn object(value: Value) -> DynamicObject {
         serde_json::from_value(value).expect("object")

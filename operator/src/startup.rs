@@ -5,7 +5,7 @@
 //! single line an administrator needs, and whose [`StartupError::exit_code`] tells an unsuitable
 //! cluster (3) from a failing API server (1).
 
-use std::{path::PathBuf, sync::Arc};
+use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, Client, api::ListParams};
@@ -95,6 +95,53 @@ impl StartupError {
             | StartupError::ReadCredentialsMode { .. }
             | StartupError::ProbeCrd(_) => 1,
             _ => EXIT_UNSUITABLE_ENVIRONMENT,
+        }
+    }
+
+    /// Whether the API server could not be reached or answered with a server error or 429: the
+    /// same step may well succeed a moment later.
+    pub fn is_transient(&self) -> bool {
+        let source = match self {
+            StartupError::ReadInfrastructure(source)
+            | StartupError::ReadInstallConfig(source)
+            | StartupError::ReadCredentialsMode { source, .. }
+            | StartupError::ProbeCrd(source) => source,
+            _ => return false,
+        };
+        match source {
+            kube::Error::Api(status) => status.code >= 500 || status.code == 429,
+            kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// How long startup retries a step that fails transiently before the process exits: an API
+/// server disruption of a minute (what OpenShift's Lease timings are sized for) must not end in
+/// a crash loop, whose restart backoff grows to 5 minutes.
+pub const STARTUP_RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// Runs `step` until it succeeds, fails for good, or has failed transiently for `retry_for`
+/// (waiting 1 s doubling to 8 s between attempts); returns its last result.
+pub async fn retry_transient<T, F, Fut>(
+    what: &str,
+    retry_for: Duration,
+    mut step: F,
+) -> Result<T, StartupError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StartupError>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match step().await {
+            Err(err) if err.is_transient() && started.elapsed() + wait <= retry_for => {
+                tracing::warn!(step = what, error = %crate::app::failure_line(&err), retry_in = ?wait, "startup step failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(8));
+            }
+            outcome => return outcome,
         }
     }
 }

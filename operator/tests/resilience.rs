@@ -1,7 +1,7 @@
 //! Resilience against the real test API server, moto and the testkit fault proxy: a pass whose
 //! cloud never answers is cut at its deadline; an owned object deleted while the controller's
 //! watches were down is restored at once, not at the next resync; the API server refuses a
-//! resync interval out of bounds.
+//! resync interval out of bounds; startup waits out an unreachable API server for a while.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -17,6 +17,7 @@ use mvo_operator::{
     controller,
     crd::VeleroInstall,
     reconcile::{self, Context},
+    startup,
 };
 use mvo_testkit::{
     FaultProxy, InMemoryPlatform, ProxyMode,
@@ -341,4 +342,40 @@ async fn the_operator_reaches_the_cloud_through_the_cluster_proxy() {
     let _ = operator.start_kill();
     let _ = operator.wait().await;
     std::fs::remove_dir_all(&credentials).expect("cleanup");
+}
+
+/// Found by `make chaos`: a replica (re)started while the API server was unreachable exited at
+/// its first startup read, so an outage turned into a crash loop. Startup now retries a step
+/// that fails transiently for a while, and still gives up after that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_waits_out_an_unreachable_api_server_for_a_while() {
+    let env = KubeEnv::shared().expect("test API server (run `make testenv`)");
+    let (_client, _operator, namespace) = setup(env).await;
+    let upstream: SocketAddr = env.server().trim_start_matches("https://").parse().expect("address");
+    let proxy = FaultProxy::start(upstream).await.expect("proxy");
+    let operator = operator_client_through(env, &proxy).await;
+    proxy.set(ProxyMode::Reset);
+    let started = tokio::time::Instant::now();
+    let heal = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        proxy.set(ProxyMode::Forward);
+    };
+    let probe = startup::retry_transient("crd", Duration::from_secs(30), || {
+        startup::ensure_crd_installed(&operator, &namespace)
+    });
+    let (outcome, ()) = tokio::join!(probe, heal);
+    assert!(outcome.is_ok(), "startup went on once the API server answered: {outcome:?}");
+    assert!(started.elapsed() >= Duration::from_secs(2), "it did wait for the API server");
+
+    proxy.set(ProxyMode::Reset);
+    let started = tokio::time::Instant::now();
+    let outcome = startup::retry_transient("crd", Duration::from_secs(3), || {
+        startup::ensure_crd_installed(&operator, &namespace)
+    })
+    .await;
+    assert!(
+        matches!(&outcome, Err(err) if err.is_transient()),
+        "a lasting outage still ends startup: {outcome:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "within the retry period");
 }

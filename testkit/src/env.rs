@@ -555,6 +555,10 @@ pub async fn install_crds(
 #[derive(Debug)]
 pub struct S3Env {
     endpoint: String,
+    python: PathBuf,
+    port: u16,
+    /// Where moto records requests, for [`S3Env::start_recorded`] instances.
+    recording: Option<PathBuf>,
     child: Option<Child>,
     _dir: InstanceDir,
 }
@@ -579,24 +583,87 @@ impl S3Env {
 
     /// Starts a dedicated moto server from the venv bin directory `bin`.
     pub fn start_from(bin: &Path) -> Result<S3Env, EnvError> {
+        Self::start_in(bin, false)
+    }
+
+    /// Starts a dedicated moto server that records every request (moto's recorder), so that
+    /// [`S3Env::restart`] brings its state back: moto keeps everything in memory.
+    pub fn start_recorded() -> Result<S3Env, EnvError> {
+        Self::start_in(&cached_bin_dir("install-moto.sh")?, true)
+    }
+
+    fn start_in(bin: &Path, recorded: bool) -> Result<S3Env, EnvError> {
         let python = bin.join("python");
         if !python.is_file() {
             return Err(EnvError::MissingBinary { what: "moto venv", path: python, build: "make testenv" });
         }
         let dir = InstanceDir::new("mvo-moto")?;
-        let log = std::fs::File::create(dir.0.join("moto.log")).map_err(io("creating moto.log"))?;
-        let log_err = log.try_clone().map_err(io("creating moto.log"))?;
         let port = free_port()?;
-        let child = Command::new(&python)
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .spawn()
-            .map_err(io("starting moto"))?;
-        let mut env = S3Env { endpoint: format!("http://127.0.0.1:{port}"), child: Some(child), _dir: dir };
+        let recording = recorded.then(|| dir.0.join("recording.jsonl"));
+        let mut env = S3Env {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            python,
+            port,
+            recording,
+            child: None,
+            _dir: dir,
+        };
+        env.spawn()?;
         env.wait_ready()?;
         Ok(env)
+    }
+
+    fn spawn(&mut self) -> Result<(), EnvError> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self._dir.0.join("moto.log"))
+            .map_err(io("creating moto.log"))?;
+        let log_err = log.try_clone().map_err(io("creating moto.log"))?;
+        let mut command = Command::new(&self.python);
+        command
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        if let Some(recording) = &self.recording {
+            command.env("MOTO_ENABLE_RECORDING", "1").env("MOTO_RECORDER_FILEPATH", recording);
+        }
+        self.child = Some(command.spawn().map_err(io("starting moto"))?);
+        Ok(())
+    }
+
+    /// Stops the server (SIGKILL: a crash), waits `down`, and starts it again on the same port.
+    /// A [`S3Env::start_recorded`] server then replays its recording, so buckets and their
+    /// settings come back; any other comes back empty. Blocks until it answers again.
+    pub fn restart(&mut self, down: Duration) -> Result<(), EnvError> {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        std::thread::sleep(down);
+        self.spawn()?;
+        self.wait_ready()?;
+        if self.recording.is_some() {
+            let address = self.endpoint.trim_start_matches("http://").to_owned();
+            let replay = || -> std::io::Result<String> {
+                use std::io::{Read, Write};
+                let mut stream = std::net::TcpStream::connect(&address)?;
+                stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+                let request = format!(
+                    "POST /moto-api/recorder/replay-recording HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                stream.write_all(request.as_bytes())?;
+                let mut answer = String::new();
+                stream.read_to_string(&mut answer)?;
+                Ok(answer)
+            };
+            let answer = replay().map_err(io("replaying moto's recording"))?;
+            if !answer.starts_with("HTTP/1.1 200") {
+                return Err(EnvError::Start { what: "moto replay", detail: answer });
+            }
+        }
+        Ok(())
     }
 
     fn wait_ready(&mut self) -> Result<(), EnvError> {

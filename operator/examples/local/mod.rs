@@ -82,8 +82,12 @@ pub struct Local {
 
 impl Local {
     pub async fn start() -> anyhow::Result<Local> {
+        Self::start_with(S3Env::start().context("starting moto (run `make testenv`)")?).await
+    }
+
+    /// As [`Local::start`], with this S3 server (e.g. one that survives restarts).
+    pub async fn start_with(s3: S3Env) -> anyhow::Result<Local> {
         let kube = KubeEnv::start().context("starting the API server (run `make testenv`)")?;
-        let s3 = S3Env::start().context("starting moto (run `make testenv`)")?;
         let client = kube.client().await?;
         let mut crds = foreign_crds()?;
         // The CRD as deploy/ ships it, with the providers' spec sections.
