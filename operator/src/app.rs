@@ -135,14 +135,15 @@ async fn prepare(args: &RunArgs) -> Result<Prepared, RunError> {
         .map_err(|e| anyhow::Error::new(e).context("connecting to Kubernetes"))?;
     let registry = mvo_core::Registry::global().map_err(StartupError::UnsupportedPlatform)?;
     let retry_for = startup::STARTUP_RETRY_FOR;
-    let facts = match startup::retry_transient("facts", retry_for, || startup::discover_facts(&client, registry))
-        .await
-    {
-        Err(StartupError::Facts(FactsError::NoPlatformType)) => {
-            Err(StartupError::NoPlatformType { supported: providers::registered_platforms().join(", ") })
-        }
-        other => other,
-    }?;
+    let facts =
+        match startup::retry_transient("facts", retry_for, || startup::discover_facts(&client, registry))
+            .await
+        {
+            Err(StartupError::Facts(FactsError::NoPlatformType)) => {
+                Err(StartupError::NoPlatformType { supported: providers::registered_platforms().join(", ") })
+            }
+            other => other,
+        }?;
     let settings = ProviderSettings {
         credentials_dir: args.credentials_dir.clone(),
         endpoint: args.cloud_endpoint.clone(),
