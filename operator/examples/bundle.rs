@@ -214,7 +214,7 @@ fn build<'a>(
     let image = deployment.value["spec"]["template"]["spec"]["containers"][0]["image"].clone();
     let version = env!("CARGO_PKG_VERSION");
     let mut description = String::from(
-        "Provisions a hardened backup bucket in the cluster's cloud (AWS S3 or Google Cloud Storage) and \
+        "Provisions a hardened backup bucket in the cluster's cloud (AWS S3, Google Cloud Storage or an Azure Blob container) and \
          installs a configured Velero in this namespace. Create VeleroInstall/cluster to start.",
     );
     if !skipped.is_empty() {
