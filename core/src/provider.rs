@@ -23,6 +23,17 @@ pub struct FactsInput<'a> {
     pub install_config: Option<&'a Value>,
 }
 
+impl FactsInput<'_> {
+    /// The non-blank string at `field` of `platformStatus.<key>`, else of the install-config's
+    /// `platform.<key>` (see [`text_field`]); `Err` when either holds it as a non-string.
+    pub fn field(&self, field: &str) -> Result<Option<String>, String> {
+        match text_field(self.platform_status, field)? {
+            Some(value) => Ok(Some(value)),
+            None => text_field(self.install_config, field),
+        }
+    }
+}
+
 /// The facts a provider read from the cluster.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProviderFacts {

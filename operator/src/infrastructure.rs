@@ -241,10 +241,7 @@ mod tests {
     }
 
     fn read_toy(input: &FactsInput<'_>) -> Result<ProviderFacts, String> {
-        let region = match mvo_core::provider::text_field(input.platform_status, "region")? {
-            Some(region) => Some(region),
-            None => mvo_core::provider::text_field(input.install_config, "region")?,
-        };
+        let region = input.field("region")?;
         Ok(ProviderFacts { complete: region.is_some(), region, ..Default::default() })
     }
 

@@ -23,7 +23,7 @@ use kube::{
 use mvo_core::{
     Capabilities, CredentialSource, FactsInput, ObjectStore, Platform, ProviderConfig, ProviderFacts,
     ProviderRegistration, Registry, Result, SectionError, ShortLivedError, SpecFields, SpecSection, TagStyle,
-    VeleroFacts, VeleroInput, provider::text_field,
+    VeleroFacts, VeleroInput,
 };
 use mvo_operator::{
     crd::VeleroInstall,
@@ -122,10 +122,7 @@ fn build(config: &ProviderConfig) -> Result<Arc<dyn Platform>> {
 /// The toy's region: `platformStatus.external.region` (never set by OpenShift), else the
 /// install-config's `platform.external.region`.
 fn read_facts(input: &FactsInput<'_>) -> std::result::Result<ProviderFacts, String> {
-    let region = match text_field(input.platform_status, "region")? {
-        Some(region) => Some(region),
-        None => text_field(input.install_config, "region")?,
-    };
+    let region = input.field("region")?;
     Ok(ProviderFacts { complete: region.is_some(), region, ..Default::default() })
 }
 

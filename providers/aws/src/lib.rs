@@ -24,7 +24,6 @@ use aws_sdk_s3::config::{Intercept, SharedInterceptor};
 use mvo_core::{
     Capabilities, CredentialSource, FactsInput, ObjectStore, Platform, ProviderConfig, ProviderFacts,
     ProviderRegistration, Result, ShortLivedError, SpecFields, VeleroFacts, VeleroInput,
-    provider::text_field,
 };
 
 pub use credentials::{FileCredentialSource, SdkCredentials};
@@ -155,10 +154,7 @@ impl Platform for AwsPlatform {
 /// The facts AWS needs: the region, from `platformStatus.aws.region` or, on clusters that predate
 /// it, the install-config's `platform.aws.region`.
 fn read_facts(input: &FactsInput<'_>) -> std::result::Result<ProviderFacts, String> {
-    let region = match text_field(input.platform_status, "region")? {
-        Some(region) => Some(region),
-        None => text_field(input.install_config, "region")?,
-    };
+    let region = input.field("region")?;
     Ok(ProviderFacts { complete: region.is_some(), region, ..Default::default() })
 }
 

@@ -36,7 +36,7 @@ use azure_core::http::{HttpClient, policies::Policy};
 use mvo_core::{
     BucketReport, BucketSpec, BucketState, Capabilities, CredentialSource, Error, FactsInput, ObjectStore,
     Owner, Platform, ProviderConfig, ProviderFacts, ProviderRegistration, Recovery, Result, SectionError,
-    ShortLivedError, SpecFields, SpecSection, VeleroFacts, VeleroInput, provider::text_field,
+    ShortLivedError, SpecFields, SpecSection, VeleroFacts, VeleroInput,
 };
 use serde_json::Value;
 
@@ -342,13 +342,8 @@ impl Platform for AzurePlatform {
 /// region from the install-config's `platform.azure` (OpenShift reports no region in
 /// `platformStatus.azure`), each falling back to the install-config.
 fn read_facts(input: &FactsInput<'_>) -> std::result::Result<ProviderFacts, String> {
-    let from = |field: &str| -> std::result::Result<Option<String>, String> {
-        match text_field(input.platform_status, field)? {
-            Some(value) => Ok(Some(value)),
-            None => text_field(input.install_config, field),
-        }
-    };
-    let (group, cloud, region) = (from("resourceGroupName")?, from("cloudName")?, from("region")?);
+    let (group, cloud, region) =
+        (input.field("resourceGroupName")?, input.field("cloudName")?, input.field("region")?);
     let mut facts =
         ProviderFacts { complete: region.is_some() && group.is_some(), region, ..Default::default() };
     facts.set(RESOURCE_GROUP_FACT, group);

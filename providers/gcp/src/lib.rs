@@ -30,7 +30,6 @@ use google_cloud_storage::client::StorageControl;
 use mvo_core::{
     Capabilities, CredentialSource, FactsInput, ObjectStore, Platform, ProviderConfig, ProviderFacts,
     ProviderRegistration, Result, ShortLivedError, SpecFields, TagStyle, VeleroFacts, VeleroInput,
-    provider::text_field,
 };
 
 pub use client::install_crypto_provider;
@@ -169,13 +168,7 @@ impl Platform for GcpPlatform {
 /// The facts GCP needs: project ID and region, from `platformStatus.gcp` or, where it is silent,
 /// the install-config's `platform.gcp`.
 fn read_facts(input: &FactsInput<'_>) -> std::result::Result<ProviderFacts, String> {
-    let from = |field: &str| -> std::result::Result<Option<String>, String> {
-        match text_field(input.platform_status, field)? {
-            Some(value) => Ok(Some(value)),
-            None => text_field(input.install_config, field),
-        }
-    };
-    let (project, region) = (from("projectID")?, from("region")?);
+    let (project, region) = (input.field("projectID")?, input.field("region")?);
     let mut facts =
         ProviderFacts { complete: project.is_some() && region.is_some(), region, ..Default::default() };
     facts.set(PROJECT_ID_FACT, project);
