@@ -352,8 +352,7 @@ async fn leftovers_are_removed_in_one_write_then_nothing_is_written(cloud: Cloud
     let env: Vec<String> = velero.env.iter().flatten().map(|e| e.name.clone()).collect();
     assert!(!env.iter().any(|e| e.starts_with("AWS_ACCESS_KEY") || e.starts_with("AWS_SECRET")), "{env:?}");
     let expected_env: Vec<String> = build::velero_objects(
-        &t.install().await,
-        &reconcile::validate::validate(&Default::default(), t.ctx.platform.as_ref()).expect("valid"),
+        &reconcile::validate::validate(&t.install().await, t.ctx.platform.as_ref()).expect("valid"),
         &t.ctx
             .platform
             .velero(&mvo_core::VeleroInput {

@@ -15,7 +15,11 @@ use mvo_core::{BucketReport, BucketSpec, Error as CloudError, Owner, Recovery, b
 use serde_json::json;
 use tracing::info;
 
-use super::{Context, Error, schedules::LongLivedSchedule, validate::DesiredInstall};
+use super::{
+    Context, Error,
+    schedules::LongLivedSchedule,
+    validate::{DesiredInstall, InstallIdentity},
+};
 use crate::crd::{StorageBucketStatus, VeleroInstall};
 
 /// Annotation that forces a bucket check on the next reconcile.
@@ -178,11 +182,11 @@ pub fn next_check(vi: &VeleroInstall, desired: &DesiredInstall, now: Timestamp) 
 /// silently overwritten.
 async fn persist_name(
     ctx: &Context,
-    vi: &VeleroInstall,
+    install: &InstallIdentity,
     name: &str,
     version: &mut Option<String>,
 ) -> Result<(), Error> {
-    let api: Api<VeleroInstall> = Api::namespaced(ctx.client.clone(), &vi.namespace().unwrap_or_default());
+    let api: Api<VeleroInstall> = Api::namespaced(ctx.client.clone(), &install.namespace);
     let mut patch = json!({"status": {"storageBucket": {"name": name, "provisioned": false}}});
     if let Some(version) = version.as_deref() {
         patch["metadata"] = json!({"resourceVersion": version});
@@ -192,7 +196,7 @@ async fn persist_name(
     let written = ctx
         .writer
         .write(describe, || async {
-            api.patch_status(&vi.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await
+            api.patch_status(&install.name, &PatchParams::default(), &Patch::Merge(&patch)).await
         })
         .await
         .map_err(|source| Error::UpdateStatus { source })?;
@@ -244,7 +248,7 @@ pub async fn ensure(
     }
     let mut version = vi.resource_version();
     if status.name.as_deref() != Some(name.as_str()) {
-        persist_name(ctx, vi, &name, &mut version).await?;
+        persist_name(ctx, &desired.install, &name, &mut version).await?;
     }
     // A generated name can collide with someone else's bucket; then pick another, a few times.
     for _attempt in 0..3 {
@@ -281,7 +285,7 @@ pub async fn ensure(
                 Origin::Generated => {
                     info!(bucket = %name, "generated bucket name is taken by someone else; choosing a new one");
                     name = new_bucket_name();
-                    persist_name(ctx, vi, &name, &mut version).await?;
+                    persist_name(ctx, &desired.install, &name, &mut version).await?;
                 }
             },
             Err(source) => return Err(Error::EnsureBucket { bucket: name, source }),
@@ -347,7 +351,7 @@ mod tests {
     use super::*;
     use crate::{
         crd::{VeleroInstallSpec, VeleroInstallStatus},
-        reconcile::validate::validate,
+        reconcile::validate::{stored, validate},
     };
 
     fn install(last_sync: Option<i64>, provisioned: bool) -> VeleroInstall {
@@ -376,7 +380,7 @@ mod tests {
     }
 
     fn desired() -> DesiredInstall {
-        validate(&VeleroInstallSpec::default(), &InMemoryPlatform::new("r")).expect("valid")
+        validate(&stored(VeleroInstallSpec::default()), &InMemoryPlatform::new("r")).expect("valid")
     }
 
     fn at(secs: i64) -> Timestamp {

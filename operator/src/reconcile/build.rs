@@ -1,5 +1,5 @@
-//! Build: the Velero objects of SPEC section 7, as pure functions of the VeleroInstall, the
-//! validated spec, the bucket and what the platform says Velero needs. Reads nothing, writes
+//! Build: the Velero objects of SPEC section 7, as pure functions of the validated install
+//! (identity and spec) and what the platform says Velero needs. Reads nothing, writes
 //! nothing; `apply` sends the result with server-side apply.
 
 use std::collections::BTreeMap;
@@ -18,22 +18,18 @@ use k8s_openapi::{
         },
     },
     apimachinery::pkg::{
-        apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
+        apis::meta::v1::{LabelSelector, ObjectMeta},
         util::intstr::IntOrString,
     },
 };
-use kube::{
-    Resource, ResourceExt,
-    api::{ApiResource, GroupVersionKind},
-};
+use kube::api::{ApiResource, GroupVersionKind};
 use mvo_core::{
     VeleroFacts,
     velero::{CLOUD_TOKEN_AUDIENCE, CLOUD_TOKEN_PATH, VELERO_CREDENTIALS_SECRET},
 };
 use serde_json::{Value, json};
 
-use super::validate::DesiredInstall;
-use crate::crd::VeleroInstall;
+use super::validate::{DesiredInstall, InstallIdentity};
 
 /// Name of the Velero Deployment, its service account and the BSL/VSL (`default`).
 pub const VELERO: &str = "velero";
@@ -96,12 +92,12 @@ fn labels() -> BTreeMap<String, String> {
     BTreeMap::from([("component".to_owned(), VELERO.to_owned()), ("deploy".to_owned(), VELERO.to_owned())])
 }
 
-fn metadata(name: &str, install: &VeleroInstall, owner: &OwnerReference) -> Value {
+fn metadata(name: &str, install: &InstallIdentity) -> Value {
     json!({
         "name": name,
-        "namespace": install.namespace(),
+        "namespace": install.namespace,
         "labels": labels(),
-        "ownerReferences": [owner],
+        "ownerReferences": [install.owner],
     })
 }
 
@@ -115,19 +111,19 @@ pub enum VeleroCredentials {
     ShortLived,
 }
 
-/// Every Velero object for `install` with the provider's `velero` facts, in apply order.
+/// Every Velero object for the desired install with the provider's `velero` facts, in apply
+/// order.
 pub fn velero_objects(
-    install: &VeleroInstall,
     desired: &DesiredInstall,
     velero: &VeleroFacts,
     credentials: VeleroCredentials,
 ) -> Vec<DesiredObject> {
     // The reconciled object always comes from the API server, so it has a UID; without one the
     // objects are built unowned rather than not at all.
-    let owner = install.controller_owner_ref(&()).unwrap_or_default();
+    let install = &desired.install;
     let (location, provider_spec) = (&velero.location, &velero.credentials_request);
-    let namespace = install.namespace().unwrap_or_default();
-    let meta = |name: &str| metadata(name, install, &owner);
+    let namespace = &install.namespace;
+    let meta = |name: &str| metadata(name, install);
     let mut request_spec = json!({
         "secretRef": {"name": VELERO_CREDENTIALS_SECRET, "namespace": namespace},
         "serviceAccountNames": [VELERO],
@@ -173,13 +169,9 @@ pub fn velero_objects(
         DesiredObject::new(
             ApiResource::erase::<Deployment>(&()),
             VELERO,
-            json!(deployment(install, desired, velero, &owner, credentials)),
+            json!(deployment(desired, velero, credentials)),
         ),
-        DesiredObject::new(
-            ApiResource::erase::<Service>(&()),
-            METRICS,
-            json!(metrics_service(install, &owner)),
-        ),
+        DesiredObject::new(ApiResource::erase::<Service>(&()), METRICS, json!(metrics_service(install))),
         DesiredObject::new(
             service_monitor(),
             METRICS,
@@ -196,12 +188,12 @@ pub fn velero_objects(
     ]
 }
 
-fn object_meta(name: &str, install: &VeleroInstall, owner: &OwnerReference) -> ObjectMeta {
+fn object_meta(name: &str, install: &InstallIdentity) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.into()),
-        namespace: install.namespace(),
+        namespace: Some(install.namespace.clone()),
         labels: Some(labels()),
-        owner_references: Some(vec![owner.clone()]),
+        owner_references: Some(vec![install.owner.clone()]),
         ..Default::default()
     }
 }
@@ -276,8 +268,7 @@ const CRDS_JOB_TTL_SECONDS: i32 = 3600;
 
 /// The Job that runs the Velero image's own `velero install --crds-only --dry-run -o yaml`, so
 /// the CRDs always match the image (the Velero Helm chart's approach). It needs no API access.
-pub fn crds_job(install: &VeleroInstall, desired: &DesiredInstall) -> Job {
-    let owner = install.controller_owner_ref(&()).unwrap_or_default();
+pub fn crds_job(desired: &DesiredInstall) -> Job {
     let job_labels = BTreeMap::from([("component".to_owned(), CRDS_JOB_COMPONENT.to_owned())]);
     let spec = JobSpec {
         backoff_limit: Some(3),
@@ -308,7 +299,7 @@ pub fn crds_job(install: &VeleroInstall, desired: &DesiredInstall) -> Job {
         ..Default::default()
     };
     let name = crds_job_name(&spec);
-    let mut metadata = object_meta(&name, install, &owner);
+    let mut metadata = object_meta(&name, &desired.install);
     metadata.labels = Some(job_labels);
     Job { metadata, spec: Some(spec), ..Default::default() }
 }
@@ -362,10 +353,8 @@ const INFRA_NODE: &str = "node-role.kubernetes.io/infra";
 
 /// The Velero server Deployment.
 pub fn deployment(
-    install: &VeleroInstall,
     desired: &DesiredInstall,
     facts: &VeleroFacts,
-    owner: &OwnerReference,
     credentials: VeleroCredentials,
 ) -> Deployment {
     let wiring = &facts.credentials;
@@ -465,7 +454,7 @@ pub fn deployment(
         volumes.push(token_volume());
     }
     Deployment {
-        metadata: object_meta(VELERO, install, owner),
+        metadata: object_meta(VELERO, &desired.install),
         spec: Some(DeploymentSpec {
             replicas: Some(1),
             selector: LabelSelector {
@@ -510,9 +499,9 @@ pub fn deployment(
     }
 }
 
-fn metrics_service(install: &VeleroInstall, owner: &OwnerReference) -> Service {
+fn metrics_service(install: &InstallIdentity) -> Service {
     Service {
-        metadata: object_meta(METRICS, install, owner),
+        metadata: object_meta(METRICS, install),
         spec: Some(ServiceSpec {
             selector: Some(BTreeMap::from([("deploy".into(), VELERO.into())])),
             ports: Some(vec![ServicePort {
@@ -536,14 +525,10 @@ mod tests {
     };
 
     use super::*;
-    use crate::{crd::VeleroInstallSpec, reconcile::validate::validate};
-
-    fn install() -> VeleroInstall {
-        let mut vi = VeleroInstall::new("cluster", VeleroInstallSpec::default());
-        vi.metadata.namespace = Some("openshift-velero".into());
-        vi.metadata.uid = Some("3f0c0a52-1b7e-4c55-9d0e-7e3b1a2c4d5e".into());
-        vi
-    }
+    use crate::{
+        crd::VeleroInstallSpec,
+        reconcile::validate::{stored, validate},
+    };
 
     fn objects() -> Vec<DesiredObject> {
         objects_for("managed-velero-backups-x", VeleroCredentials::LongLived)
@@ -551,8 +536,8 @@ mod tests {
 
     fn objects_for(bucket: &str, credentials: VeleroCredentials) -> Vec<DesiredObject> {
         let platform = InMemoryPlatform::new("eu-west-1");
-        let desired = validate(&VeleroInstallSpec::default(), &platform).expect("valid");
-        velero_objects(&install(), &desired, &velero_facts("eu-west-1", bucket), credentials)
+        let desired = validate(&stored(VeleroInstallSpec::default()), &platform).expect("valid");
+        velero_objects(&desired, &velero_facts("eu-west-1", bucket), credentials)
     }
 
     fn find<'a>(objects: &'a [DesiredObject], kind: &str) -> &'a Value {
@@ -630,8 +615,8 @@ mod tests {
     #[test]
     fn crds_job_runs_the_velero_image_itself_and_is_named_by_its_template() {
         let platform = InMemoryPlatform::new("eu-west-1");
-        let desired = validate(&VeleroInstallSpec::default(), &platform).expect("valid");
-        let job = crds_job(&install(), &desired);
+        let desired = validate(&stored(VeleroInstallSpec::default()), &platform).expect("valid");
+        let job = crds_job(&desired);
         let spec = job.spec.clone().expect("spec");
         assert_eq!(job.metadata.name, Some(crds_job_name(&spec)));
         assert_eq!(spec.ttl_seconds_after_finished, Some(3600));

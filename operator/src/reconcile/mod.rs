@@ -209,13 +209,13 @@ async fn pass(vi: &Arc<VeleroInstall>, ctx: &Arc<Context>) -> Result<Action, Err
         write_status(&ctx, &vi, |status| status.conditions = merge(&vi, &[report])).await?;
         return Ok(Action::await_change());
     }
-    let desired = match validate::validate(&vi.spec, ctx.platform.as_ref()) {
+    let desired = match validate::validate(&vi, ctx.platform.as_ref()) {
         Ok(desired) => desired,
         Err(invalid) => return invalid_spec(&ctx, &vi, invalid).await,
     };
     match run(&ctx, &vi, &desired).await {
         Ok(action) => {
-            ctx.reset_backoff(&vi.uid().unwrap_or_default());
+            ctx.reset_backoff(&desired.install.uid);
             Ok(action)
         }
         Err(err) => {
@@ -232,7 +232,7 @@ pub fn error_policy(vi: Arc<VeleroInstall>, err: &Error, ctx: Arc<Context>) -> A
         Action::requeue(ctx.next_backoff(&vi.uid().unwrap_or_default()))
     } else {
         // A human must act (grant a permission); look again at the next resync.
-        let interval = validate::validate(&vi.spec, ctx.platform.as_ref())
+        let interval = validate::validate(&vi, ctx.platform.as_ref())
             .map(|d| d.resync_interval)
             .unwrap_or(DEFAULT_RESYNC_INTERVAL);
         Action::requeue(interval)
@@ -274,27 +274,63 @@ async fn report_failure(ctx: &Context, vi: &VeleroInstall, err: &Error) {
     }
 }
 
+/// The outcome of a step: the pass goes on with its result, or it ended (status and events
+/// already written) and the controller should act as told.
+enum Step<T> {
+    Next(T),
+    Done(Action),
+}
+
+/// What the bucket step leaves for the rest of the pass.
+struct CheckedBucket {
+    name: String,
+    report: Report,
+    /// Set when the bucket was checked in this pass (not merely not due).
+    managed: Option<crate::crd::ManagedBucketStatus>,
+    storage: Option<crate::crd::StorageBucketStatus>,
+    next_check_in: Duration,
+}
+
+/// The pass after validation, one named step after another: bucket, Velero's facts, Velero's
+/// objects, Velero's credentials and rollout, status.
 async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Result<Action, Error> {
-    let now = Timestamp::now();
-    let namespace = vi.namespace().unwrap_or_default();
-    if ctx.writer.is_plan() || bucket::next_check(vi, desired, now).is_none() {
+    let bucket = match check_bucket(ctx, vi, desired, Timestamp::now()).await? {
+        Step::Next(bucket) => bucket,
+        Step::Done(action) => return Ok(action),
+    };
+    let (facts, mode) = match velero_facts(ctx, vi, &bucket.name) {
+        Ok(facts) => facts,
+        Err(report) => return stop_on_credentials(ctx, vi, desired, bucket, report).await,
+    };
+    let crds = apply_velero_objects(ctx, vi, desired, &facts, mode).await?;
+    let namespace = &desired.install.namespace;
+    let credentials = velero_credentials(ctx, namespace, &facts).await?;
+    let velero = velero_rollout(ctx, namespace, &crds).await?;
+    record_pass(ctx, vi, bucket, credentials, velero).await
+}
+
+/// Ensures the bucket when a check is due (after proving the operator's own credentials work),
+/// announces what changed, and ends the pass when the bucket cannot be used.
+async fn check_bucket(
+    ctx: &Context,
+    vi: &VeleroInstall,
+    desired: &DesiredInstall,
+    now: Timestamp,
+) -> Result<Step<CheckedBucket>, Error> {
+    let due = ctx.writer.is_plan() || bucket::next_check(vi, desired, now).is_none();
+    // The retention Velero keeps backups for bounds the lifecycle expiry; read only when the
+    // bucket is checked in this pass.
+    let longest = if due {
         ctx.platform
             .credential_source()
             .credential()
             .await
             .map_err(|source| Error::Credentials { source })?;
-    }
-    // The retention Velero keeps backups for bounds the lifecycle expiry; read only when the
-    // bucket is checked in this pass.
-    let longest = if ctx.writer.is_plan() || bucket::next_check(vi, desired, now).is_none() {
-        schedules::longest(&ctx.client, &namespace).await?
+        schedules::longest(&ctx.client, &desired.install.namespace).await?
     } else {
         None
     };
-    let outcome = bucket::ensure(ctx, vi, desired, longest.as_ref()).await?;
-    let mut managed_bucket = None;
-    let bucket_report;
-    let (bucket_name, next_check_in, storage) = match &outcome {
+    let (reason, message) = match bucket::ensure(ctx, vi, desired, longest.as_ref()).await? {
         BucketOutcome::Checked {
             name,
             report,
@@ -304,123 +340,123 @@ async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Res
             retention,
         } => {
             ctx.metrics.bucket_checked(&report.corrected, now);
-            announce_bucket(ctx, vi, name, report, *recreated_missing, *recovered).await;
-            let summary = if report.created { "created and hardened" } else { "settings enforced" };
-            managed_bucket = Some(crate::crd::ManagedBucketStatus {
-                name: name.clone(),
-                adopted_unmarked: *adopted_unmarked,
-                backup_expiry_days: retention.applied,
-            });
-            if let Some(equal) = &retention.equal {
-                publish(
-                    ctx,
-                    vi,
-                    EventType::Warning,
-                    "RetentionEqualsBackupTTL",
-                    "EnsureBucket",
-                    equal.clone(),
-                )
-                .await;
+            announce_bucket(ctx, vi, &name, &report, recreated_missing, recovered).await;
+            if let Some(equal) = retention.equal {
+                publish(ctx, vi, EventType::Warning, "RetentionEqualsBackupTTL", "EnsureBucket", equal).await;
             }
-            match &retention.refused {
+            let report = match retention.refused {
                 Some(refused) => {
                     warn!(bucket = %name, "{refused}");
-                    publish(
-                        ctx,
-                        vi,
-                        EventType::Warning,
-                        "RetentionBelowBackupTTL",
-                        "EnsureBucket",
-                        refused.clone(),
-                    )
-                    .await;
-                    bucket_report = Report::fail(BUCKET_READY, "RetentionBelowBackupTTL", refused.clone());
+                    let reason = "RetentionBelowBackupTTL";
+                    publish(ctx, vi, EventType::Warning, reason, "EnsureBucket", refused.clone()).await;
+                    Report::fail(BUCKET_READY, reason, refused)
                 }
                 None => {
-                    let message = conditions::bucket_ready_message(ctx.platform.as_ref(), name, summary);
-                    bucket_report = Report::ok(BUCKET_READY, "BucketReady", message)
+                    let summary = if report.created { "created and hardened" } else { "settings enforced" };
+                    let message = conditions::bucket_ready_message(ctx.platform.as_ref(), &name, summary);
+                    Report::ok(BUCKET_READY, "BucketReady", message)
                 }
-            }
-            (name.clone(), desired.resync_interval, Some(bucket::synced_status(name, now)))
+            };
+            return Ok(Step::Next(CheckedBucket {
+                managed: Some(crate::crd::ManagedBucketStatus {
+                    name: name.clone(),
+                    adopted_unmarked,
+                    backup_expiry_days: retention.applied,
+                }),
+                storage: Some(bucket::synced_status(&name, now)),
+                next_check_in: desired.resync_interval,
+                report,
+                name,
+            }));
         }
         BucketOutcome::NotDue { name, next_check_in } => {
-            let message = conditions::bucket_ready_message(ctx.platform.as_ref(), name, "settings enforced");
-            bucket_report = Report::ok(BUCKET_READY, "BucketReady", message);
-            (name.clone(), *next_check_in, None)
+            let message = conditions::bucket_ready_message(ctx.platform.as_ref(), &name, "settings enforced");
+            return Ok(Step::Next(CheckedBucket {
+                report: Report::ok(BUCKET_READY, "BucketReady", message),
+                managed: None,
+                storage: None,
+                next_check_in,
+                name,
+            }));
         }
-        BucketOutcome::Ambiguous { names } => {
-            let message = format!(
-                "several buckets carry this cluster's owner tags, none adopted: {}",
-                names.join(", ")
-            );
-            return stop_on_bucket(ctx, vi, desired, "AmbiguousBuckets", message).await;
-        }
-        BucketOutcome::AdoptedBucketNotOurs { name } => {
-            let message = format!("spec.storageBucket.name {name:?} belongs to another account or cluster");
-            return stop_on_bucket(ctx, vi, desired, "BucketOwnedByOther", message).await;
-        }
-        BucketOutcome::UnmarkedBucketNotAdopted { name } => {
-            let message = format!(
+        BucketOutcome::Ambiguous { names } => (
+            "AmbiguousBuckets",
+            format!("several buckets carry this cluster's owner tags, none adopted: {}", names.join(", ")),
+        ),
+        BucketOutcome::AdoptedBucketNotOurs { name } => (
+            "BucketOwnedByOther",
+            format!("spec.storageBucket.name {name:?} belongs to another account or cluster"),
+        ),
+        BucketOutcome::UnmarkedBucketNotAdopted { name } => (
+            "UnmarkedBucketNotAdopted",
+            format!(
                 "spec.storageBucket.name {name:?} carries no owner marks of this or any cluster; nothing was \
                  written to it. Set spec.storageBucket.adoptUnmarkedBucket: true to adopt it"
-            );
-            return stop_on_bucket(ctx, vi, desired, "UnmarkedBucketNotAdopted", message).await;
-        }
+            ),
+        ),
         BucketOutcome::OwnedByAnotherCluster { name, claimant } => {
             let now_owner = match claimant {
                 Some(cluster) => format!("now carries the owner mark of cluster {cluster:?}"),
                 None => "now belongs to another account or project".to_owned(),
             };
-            let message = format!(
-                "bucket {name} is this cluster's ({:?}) backup bucket but {now_owner}; nothing was written \
-                 to it and it was not replaced, so existing backups stay reachable. An administrator \
-                 must restore the owner mark or point spec.storageBucket.name at the right bucket",
-                ctx.infrastructure_name
-            );
-            return stop_on_bucket(ctx, vi, desired, "BucketOwnedByAnotherCluster", message).await;
+            (
+                "BucketOwnedByAnotherCluster",
+                format!(
+                    "bucket {name} is this cluster's ({:?}) backup bucket but {now_owner}; nothing was written \
+                     to it and it was not replaced, so existing backups stay reachable. An administrator \
+                     must restore the owner mark or point spec.storageBucket.name at the right bucket",
+                    ctx.infrastructure_name
+                ),
+            )
         }
     };
+    stop_on_bucket(ctx, vi, desired, reason, message).await.map(Step::Done)
+}
 
-    let (velero_facts, credentials) = match velero_facts(ctx, vi, &bucket_name) {
-        Ok(facts) => facts,
-        Err(report) => {
-            return stop_on_credentials(ctx, vi, desired, bucket_report, report, storage, next_check_in)
-                .await;
-        }
-    };
-    // Velero's own kinds can only be applied once the CRD Job has installed their CRDs.
-    let (velero_kinds, others): (Vec<_>, Vec<_>) =
-        build::velero_objects(vi, desired, &velero_facts, credentials)
-            .into_iter()
-            .partition(|o| o.resource.group == "velero.io");
+/// Applies Velero's objects: the plain kinds first, then the CRD Job, and Velero's own kinds
+/// once their CRDs are installed; announces what changed.
+async fn apply_velero_objects(
+    ctx: &Context,
+    vi: &VeleroInstall,
+    desired: &DesiredInstall,
+    facts: &VeleroFacts,
+    mode: VeleroCredentials,
+) -> Result<CrdsOutcome, Error> {
+    let namespace = &desired.install.namespace;
+    let (velero_kinds, others): (Vec<_>, Vec<_>) = build::velero_objects(desired, facts, mode)
+        .into_iter()
+        .partition(|o| o.resource.group == "velero.io");
     let mut applied = Vec::new();
     for object in &others {
-        applied.push((object.describe(), apply::apply(&ctx.client, &namespace, object, &ctx.writer).await?));
+        applied.push((object.describe(), apply::apply(&ctx.client, namespace, object, &ctx.writer).await?));
     }
-    let crds_job = build::crds_job(vi, desired);
-    let crds = Crds { client: &ctx.client, namespace: &namespace, job: &crds_job, writer: &ctx.writer }
-        .ensure()
-        .await?;
+    let crds_job = build::crds_job(desired);
+    let crds = Crds { client: &ctx.client, namespace, job: &crds_job, writer: &ctx.writer }.ensure().await?;
     announce_crds(ctx, vi, &crds).await;
-    if matches!(crds, CrdsOutcome::Applied { .. }) {
+    let crds_installed = matches!(crds, CrdsOutcome::Applied { .. });
+    if crds_installed {
         for object in &velero_kinds {
             applied
-                .push((object.describe(), apply::apply(&ctx.client, &namespace, object, &ctx.writer).await?));
+                .push((object.describe(), apply::apply(&ctx.client, namespace, object, &ctx.writer).await?));
         }
     }
     announce_objects(ctx, vi, &applied).await;
-    if matches!(crds, CrdsOutcome::Applied { .. }) {
-        warn_about_schedules(ctx, vi, desired, &namespace).await?;
+    if crds_installed {
+        warn_about_schedules(ctx, vi, desired, namespace).await?;
     }
-    let credentials = velero_credentials(ctx, &namespace, &velero_facts).await?;
-    let velero = match &crds {
+    Ok(crds)
+}
+
+/// VeleroReady: the CRDs' state, then the Deployment's rollout.
+async fn velero_rollout(ctx: &Context, namespace: &str, crds: &CrdsOutcome) -> Result<Report, Error> {
+    Ok(match crds {
         CrdsOutcome::Pending(message) => Report::fail(VELERO_READY, "InstallingVeleroCRDs", message.clone()),
         CrdsOutcome::JobFailed { reason, message } => Report::fail(VELERO_READY, reason, message.clone()),
         CrdsOutcome::Refused { message, .. } => {
             Report::fail(VELERO_READY, "VeleroCRDsRefused", message.clone())
         }
         CrdsOutcome::Applied { foreign, .. } => {
-            let mut report = velero_available(ctx, &namespace).await?;
+            let mut report = velero_available(ctx, namespace).await?;
             if !foreign.is_empty() {
                 report.message.push_str(&format!(
                     "; CRDs managed by another installer were left alone: {}",
@@ -429,14 +465,25 @@ async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Res
             }
             report
         }
-    };
+    })
+}
+
+/// Writes the status of a pass that ran every step, and when to look again: soon while waiting
+/// for the credential operator or the rollout, else at the next bucket check.
+async fn record_pass(
+    ctx: &Context,
+    vi: &VeleroInstall,
+    bucket: CheckedBucket,
+    credentials: Report,
+    velero: Report,
+) -> Result<Action, Error> {
     let waiting = !credentials.ok || !velero.ok;
-    let reports = with_ready([platform_supported(ctx), credentials, bucket_report, velero]);
+    let reports = with_ready([platform_supported(ctx), credentials, bucket.report, velero]);
     write_status(ctx, vi, |status| {
-        if let Some(storage) = storage {
+        if let Some(storage) = bucket.storage {
             status.storage_bucket = Some(storage);
         }
-        if let Some(managed) = managed_bucket {
+        if let Some(managed) = bucket.managed {
             status.managed_bucket = Some(managed);
         }
         status.observed_generation = vi.metadata.generation;
@@ -445,7 +492,7 @@ async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Res
         status.conditions = merge(vi, &reports);
     })
     .await?;
-    let wait = if waiting { next_check_in.min(WAITING_REQUEUE) } else { next_check_in };
+    let wait = if waiting { bucket.next_check_in.min(WAITING_REQUEUE) } else { bucket.next_check_in };
     Ok(Action::requeue(jitter(wait)))
 }
 
@@ -535,10 +582,8 @@ async fn stop_on_credentials(
     ctx: &Context,
     vi: &VeleroInstall,
     desired: &DesiredInstall,
-    bucket: Report,
+    bucket: CheckedBucket,
     credentials: Report,
-    storage: Option<crate::crd::StorageBucketStatus>,
-    next_check_in: Duration,
 ) -> Result<Action, Error> {
     let message = credentials.message.clone();
     let reason = credentials.reason;
@@ -547,9 +592,9 @@ async fn stop_on_credentials(
         "WaitingForCredentials",
         "Velero is not installed until its credentials can be requested",
     );
-    let reports = with_ready([platform_supported(ctx), credentials, bucket, velero]);
+    let reports = with_ready([platform_supported(ctx), credentials, bucket.report, velero]);
     write_status(ctx, vi, |status| {
-        if let Some(storage) = storage {
+        if let Some(storage) = bucket.storage {
             status.storage_bucket = Some(storage);
         }
         status.observed_generation = vi.metadata.generation;
@@ -559,7 +604,7 @@ async fn stop_on_credentials(
     })
     .await?;
     publish(ctx, vi, EventType::Warning, reason, "RequestCredentials", message).await;
-    Ok(Action::requeue(jitter(next_check_in.min(desired.resync_interval))))
+    Ok(Action::requeue(jitter(bucket.next_check_in.min(desired.resync_interval))))
 }
 
 /// The operator's own credentials worked this pass (Velero's are reported once known).

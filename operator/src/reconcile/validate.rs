@@ -8,11 +8,15 @@
 
 use std::time::Duration;
 
-use k8s_openapi::{api::core::v1::ResourceRequirements, apimachinery::pkg::api::resource::Quantity};
+use k8s_openapi::{
+    api::core::v1::ResourceRequirements,
+    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::OwnerReference},
+};
+use kube::{Resource, ResourceExt};
 use mvo_core::{Encryption, Platform, bucket::DEFAULT_RETENTION_DAYS, bucket::is_valid_bucket_name};
 
 use crate::{
-    crd::{StorageBucketSpec, VeleroInstallSpec},
+    crd::{StorageBucketSpec, VeleroInstall},
     images,
 };
 
@@ -40,9 +44,38 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidSpec 
     InvalidSpec { field: field.into(), message: message.into() }
 }
 
-/// The spec with defaults applied and checked against the platform.
+/// Which VeleroInstall a pass works for: where its objects go and who owns them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstallIdentity {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace`, where Velero and its objects live.
+    pub namespace: String,
+    /// `metadata.uid`, the key of per-install state (backoff).
+    pub uid: String,
+    /// The controller owner reference every object the operator creates carries.
+    pub owner: OwnerReference,
+}
+
+impl InstallIdentity {
+    /// The identity of `vi`; an object without a namespace or UID was not read from the API
+    /// server, and owner references without a UID are refused by it.
+    pub fn of(vi: &VeleroInstall) -> Result<Self, InvalidSpec> {
+        let namespace =
+            vi.namespace().ok_or_else(|| invalid("metadata.namespace", "VeleroInstall is namespaced"))?;
+        let owner = vi
+            .controller_owner_ref(&())
+            .ok_or_else(|| invalid("metadata.uid", "missing: the object was not read from the API server"))?;
+        Ok(InstallIdentity { name: vi.name_any(), namespace, uid: owner.uid.clone(), owner })
+    }
+}
+
+/// The spec with defaults applied and checked against the platform, and the identity of the
+/// install it belongs to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredInstall {
+    /// The install whose spec this is.
+    pub install: InstallIdentity,
     /// A bucket to adopt instead of generating a name.
     pub adopt_bucket: Option<String>,
     /// The spec confirms adopting `adopt_bucket` although it carries no owner marks.
@@ -64,8 +97,10 @@ pub struct DesiredInstall {
     pub resources: ResourceRequirements,
 }
 
-/// Validates `spec` for `platform` and applies every default.
-pub fn validate(spec: &VeleroInstallSpec, platform: &dyn Platform) -> Result<DesiredInstall, InvalidSpec> {
+/// Validates `vi` for `platform` and applies every default.
+pub fn validate(vi: &VeleroInstall, platform: &dyn Platform) -> Result<DesiredInstall, InvalidSpec> {
+    let install = InstallIdentity::of(vi)?;
+    let spec = &vi.spec;
     let bucket = spec.storage_bucket.clone().unwrap_or_default();
     if let Some(name) = &bucket.name
         && !is_valid_bucket_name(name)
@@ -94,6 +129,7 @@ pub fn validate(spec: &VeleroInstallSpec, platform: &dyn Platform) -> Result<Des
         return Err(invalid("spec.resyncInterval", "must be at most 24h"));
     }
     Ok(DesiredInstall {
+        install,
         adopt_unmarked_bucket: bucket.adopt_unmarked_bucket.unwrap_or(false),
         adopt_bucket: bucket.name,
         encryption,
@@ -193,11 +229,21 @@ pub fn parse_duration(raw: &str) -> Option<Duration> {
     (digits.is_empty() && !raw.trim().is_empty()).then_some(Duration::from_secs(total))
 }
 
+/// A VeleroInstall with `spec` as the API server would return it (namespace and UID set).
+#[cfg(test)]
+pub(crate) fn stored(spec: crate::crd::VeleroInstallSpec) -> VeleroInstall {
+    let mut vi = VeleroInstall::new(crate::crd::RECONCILED_NAME, spec);
+    vi.metadata.namespace = Some("openshift-velero".into());
+    vi.metadata.uid = Some("3f0c0a52-1b7e-4c55-9d0e-7e3b1a2c4d5e".into());
+    vi
+}
+
 #[cfg(test)]
 mod tests {
     use mvo_testkit::InMemoryPlatform;
 
     use super::*;
+    use crate::crd::VeleroInstallSpec;
 
     fn platform() -> InMemoryPlatform {
         InMemoryPlatform::new("eu-west-1")
@@ -205,7 +251,7 @@ mod tests {
 
     #[test]
     fn empty_spec_means_mvo_behaviour() {
-        let desired = validate(&VeleroInstallSpec::default(), &platform()).expect("valid");
+        let desired = validate(&stored(VeleroInstallSpec::default()), &platform()).expect("valid");
         assert_eq!(desired.adopt_bucket, None);
         assert_eq!(desired.encryption, Encryption::ProviderManaged);
         assert_eq!(desired.retention_days, 90);
@@ -228,17 +274,20 @@ mod tests {
     fn huge_resync_is_rejected_without_panic() {
         for raw in ["999999999999h", "18446744073709551615s", "25h", "99999999999999999999999999h", "24h1s"] {
             let spec = VeleroInstallSpec { resync_interval: Some(raw.into()), ..Default::default() };
-            let err = validate(&spec, &platform()).expect_err(raw);
+            let err = validate(&stored(spec.clone()), &platform()).expect_err(raw);
             assert!(err.to_string().starts_with("spec.resyncInterval: "), "{raw}: {err}");
         }
         let spec = VeleroInstallSpec { resync_interval: Some("24h".into()), ..Default::default() };
-        assert_eq!(validate(&spec, &platform()).expect("24h").resync_interval, MAX_RESYNC_INTERVAL);
+        assert_eq!(
+            validate(&stored(spec.clone()), &platform()).expect("24h").resync_interval,
+            MAX_RESYNC_INTERVAL
+        );
     }
 
     #[test]
     fn too_short_resync_names_the_field() {
         let spec = VeleroInstallSpec { resync_interval: Some("30s".into()), ..Default::default() };
-        let err = validate(&spec, &platform()).expect_err("too short");
+        let err = validate(&stored(spec), &platform()).expect_err("too short");
         assert_eq!(err.to_string(), "spec.resyncInterval: must be at least 1m");
     }
 
@@ -255,15 +304,30 @@ mod tests {
         };
         // The in-memory platform declares kmsKeyID as the field it reads.
         let key = "arn:aws:kms:eu-west-1:123456789012:key/k";
-        let desired = validate(&bucket(Some(key), None), &platform()).expect("the declared field is read");
+        let desired =
+            validate(&stored(bucket(Some(key), None)), &platform()).expect("the declared field is read");
         assert_eq!(desired.encryption, Encryption::Kms { key: key.into() });
-        let err =
-            validate(&bucket(None, Some("projects/p/locations/l/keyRings/r/cryptoKeys/k")), &platform())
-                .expect_err("a field the provider does not read");
+        let err = validate(
+            &stored(bucket(None, Some("projects/p/locations/l/keyRings/r/cryptoKeys/k"))),
+            &platform(),
+        )
+        .expect_err("a field the provider does not read");
         assert_eq!(err.field, "spec.storageBucket.kmsKeyName");
         assert_eq!(err.message, "does not apply here; use kmsKeyID on InMemory");
-        let err = validate(&bucket(Some(key), Some("x")), &platform()).expect_err("both");
+        let err = validate(&stored(bucket(Some(key), Some("x"))), &platform()).expect_err("both");
         assert_eq!(err.field, "spec.storageBucket");
+    }
+
+    #[test]
+    fn identity_comes_from_the_stored_object() {
+        let desired = validate(&stored(VeleroInstallSpec::default()), &platform()).expect("valid");
+        let install = &desired.install;
+        assert_eq!((install.name.as_str(), install.namespace.as_str()), ("cluster", "openshift-velero"));
+        assert_eq!(install.owner.uid, install.uid);
+        assert_eq!((install.owner.kind.as_str(), install.owner.controller), ("VeleroInstall", Some(true)));
+        let mut unstored = stored(VeleroInstallSpec::default());
+        unstored.metadata.uid = None;
+        assert_eq!(validate(&unstored, &platform()).expect_err("no uid").field, "metadata.uid");
     }
 
     #[test]
@@ -272,6 +336,6 @@ mod tests {
             storage_bucket: Some(StorageBucketSpec { name: Some("Bad_Name".into()), ..Default::default() }),
             ..Default::default()
         };
-        assert_eq!(validate(&spec, &platform()).expect_err("bad").field, "spec.storageBucket.name");
+        assert_eq!(validate(&stored(spec), &platform()).expect_err("bad").field, "spec.storageBucket.name");
     }
 }
