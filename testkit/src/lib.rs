@@ -1,7 +1,8 @@
 //! Test support for the managed Velero operator.
 //!
-//! - [`contract`]: the provider contract suite, one `pub async fn` per rule, and the
-//!   [`contract_suite!`] macro that turns it into one `#[tokio::test]` per case for a provider.
+//! - [`contract`]: the provider contract suite, one `pub async fn` per rule declared in
+//!   [`contract::CASES`] with the capabilities it needs, and [`contract::main`], the test-binary
+//!   runner that reports unclaimed cases as ignored with the reason.
 //! - [`memory`]: [`InMemoryPlatform`], a faithful in-memory provider that passes the whole suite;
 //!   operator tests use it where cloud behaviour is not the point.
 //! - [`gcs`]: an in-memory GCS bucket control plane behind the `google-cloud-storage` stub seam,

@@ -3,8 +3,10 @@
 //! One [`InMemoryCloud`] holds the buckets of every account; each platform acts as one account in
 //! one region. It follows the rules real clouds impose on the operator: bucket names are global,
 //! another account's bucket refuses inspection, listing spans regions, unreadable buckets exist,
-//! and faults can be injected per call. It counts reads and writes per operation, like the
-//! metering decorators of the real providers, so tests can assert "no writes in steady state".
+//! and faults can be injected per call. It counts reads and writes per operation in core's
+//! [`CallCounter`], like the metering decorators of the real providers, so tests can assert "no
+//! writes in steady state". It can claim fewer capabilities ([`InMemoryPlatform::claiming`]); the
+//! operations behind an unclaimed one answer [`Error::NotSupported`], as the contract requires.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -16,7 +18,7 @@ use mvo_core::{
     BucketReport, BucketSpec, BucketState, Capabilities, CredentialSource, CredentialsWiring, Encryption,
     Error, LifecycleRule, LocationConfig, ObjectStore, Owner, Platform, PublicAccessBlock, Recovery, Result,
     Setting, ShortLivedError, SpecFields, StaticCredentialSource, TagStyle, Tags, VeleroFacts, VeleroInput,
-    owner::INFRASTRUCTURE_NAME_TAG,
+    metering::CallCounter, owner::INFRASTRUCTURE_NAME_TAG,
 };
 
 use crate::contract::{Backdoor, Fault};
@@ -42,22 +44,13 @@ struct CloudState {
     targeted_faults: Vec<(&'static str, Fault)>,
     /// Faults reported after the operation took effect (a response lost on the way back).
     faults_after: Vec<(&'static str, Fault)>,
-    calls: BTreeMap<&'static str, u64>,
 }
-
-/// Whether an operation reads or writes, for [`InMemoryCloud::reads`] / [`InMemoryCloud::writes`].
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum CallKind {
-    Read,
-    Write,
-}
-
-const READS: [&str; 3] = ["ListBuckets", "HeadBucket", "GetBucketSettings"];
 
 /// The shared state of an in-memory cloud: buckets of every account, injected faults, call counts.
 #[derive(Debug, Clone, Default)]
 pub struct InMemoryCloud {
     state: Arc<Mutex<CloudState>>,
+    counter: CallCounter,
 }
 
 impl InMemoryCloud {
@@ -71,29 +64,25 @@ impl InMemoryCloud {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The calls every platform of this cloud made, by operation (`HeadBucket`,
+    /// `PutBucketTagging`, ...).
+    pub fn counter(&self) -> &CallCounter {
+        &self.counter
+    }
+
     /// Number of calls of `operation` so far (e.g. `PutBucketTagging`).
     pub fn calls(&self, operation: &str) -> u64 {
-        self.lock().calls.get(operation).copied().unwrap_or(0)
+        self.counter.calls(operation)
     }
 
     /// Total read calls so far.
     pub fn reads(&self) -> u64 {
-        self.sum(CallKind::Read)
+        self.counter.reads()
     }
 
     /// Total write calls so far.
     pub fn writes(&self) -> u64 {
-        self.sum(CallKind::Write)
-    }
-
-    fn sum(&self, kind: CallKind) -> u64 {
-        let is_read = |op: &str| READS.contains(&op);
-        self.lock()
-            .calls
-            .iter()
-            .filter(|(op, _)| is_read(op) == (kind == CallKind::Read))
-            .map(|(_, n)| n)
-            .sum()
+        self.counter.writes()
     }
 
     /// Makes the next call of any operation fail with `fault` (faults queue up, one per call).
@@ -165,6 +154,10 @@ pub struct InMemoryPlatform {
     store: Arc<InMemoryStore>,
 }
 
+/// What an [`InMemoryPlatform::new`] platform claims: everything but Velero's short-lived
+/// credentials, which are not modelled in memory.
+const CLAIMED: Capabilities = Capabilities { workload_identity: false, ..Capabilities::ALL };
+
 impl InMemoryPlatform {
     /// A platform acting as account [`DEFAULT_ACCOUNT`] in `region` of a fresh cloud.
     pub fn new(region: &str) -> Self {
@@ -173,7 +166,19 @@ impl InMemoryPlatform {
 
     /// A platform acting as `account` in `region` of an existing cloud.
     pub fn in_cloud(cloud: InMemoryCloud, account: &str, region: &str) -> Self {
-        let store = InMemoryStore { cloud, account: account.into(), region: region.into() };
+        let store = InMemoryStore { cloud, account: account.into(), region: region.into(), claimed: CLAIMED };
+        InMemoryPlatform { store: Arc::new(store) }
+    }
+
+    /// The same account claiming only `claimed`: what a provider whose cloud cannot do everything
+    /// looks like to the operator and the contract suite.
+    pub fn claiming(self, claimed: Capabilities) -> Self {
+        let store = InMemoryStore {
+            cloud: self.store.cloud.clone(),
+            account: self.store.account.clone(),
+            region: self.store.region.clone(),
+            claimed,
+        };
         InMemoryPlatform { store: Arc::new(store) }
     }
 
@@ -198,8 +203,11 @@ impl Platform for InMemoryPlatform {
     }
 
     fn capabilities(&self) -> Capabilities {
-        // Velero's short-lived credentials are not modelled in memory.
-        Capabilities { workload_identity: false, ..Capabilities::ALL }
+        self.store.claimed
+    }
+
+    fn call_counter(&self) -> Option<CallCounter> {
+        Some(self.store.cloud.counter.clone())
     }
 
     fn object_store(&self, _section: &serde_json::Value) -> Result<Arc<dyn ObjectStore>> {
@@ -264,16 +272,30 @@ struct InMemoryStore {
     cloud: InMemoryCloud,
     account: String,
     region: String,
+    claimed: Capabilities,
 }
 
 impl InMemoryStore {
     /// Counts a call and fails it if a fault is queued.
     fn call(&self, state: &mut CloudState, operation: &'static str) -> Result<()> {
-        *state.calls.entry(operation).or_default() += 1;
-        if let Some(i) = state.targeted_faults.iter().position(|(op, _)| *op == operation) {
-            return Err(state.targeted_faults.remove(i).1.to_error(operation));
+        self.cloud.counter.record_sent(operation);
+        let fault = match state.targeted_faults.iter().position(|(op, _)| *op == operation) {
+            Some(i) => Some(state.targeted_faults.remove(i).1),
+            None if state.faults.is_empty() => None,
+            None => Some(state.faults.remove(0)),
+        };
+        match fault {
+            Some(fault) => {
+                self.cloud.counter.record_failure(operation);
+                Err(fault.to_error(operation))
+            }
+            None => Ok(()),
         }
-        if state.faults.is_empty() { Ok(()) } else { Err(state.faults.remove(0).to_error(operation)) }
+    }
+
+    /// Refuses an operation behind a capability this platform does not claim.
+    fn claims(&self, claimed: bool, operation: &'static str) -> Result<()> {
+        if claimed { Ok(()) } else { Err(Error::NotSupported { operation, provider: PLATFORM }) }
     }
 
     /// Fails a call that already took effect, if a fault waits for it.
@@ -343,6 +365,7 @@ impl InMemoryStore {
 #[async_trait]
 impl ObjectStore for InMemoryStore {
     async fn find_bucket(&self, owner: &Owner) -> Result<Recovery> {
+        self.claims(self.claimed.recovery, "find a bucket by owner tags")?;
         let mut state = self.cloud.lock();
         self.call(&mut state, "ListBuckets")?;
         let mut matches = Vec::new();
@@ -361,6 +384,7 @@ impl ObjectStore for InMemoryStore {
     }
 
     async fn ensure_bucket(&self, spec: &BucketSpec) -> Result<BucketReport> {
+        self.claims(self.claimed.buckets, "create or enforce a bucket")?;
         let mut state = self.cloud.lock();
         self.call(&mut state, "HeadBucket")?;
         let existing = match state.buckets.get(&spec.name) {
@@ -391,6 +415,7 @@ impl ObjectStore for InMemoryStore {
     }
 
     async fn observe_bucket(&self, name: &str) -> Result<BucketState> {
+        self.claims(self.claimed.buckets, "read a bucket's settings")?;
         let mut state = self.cloud.lock();
         self.read(&mut state, name)
     }

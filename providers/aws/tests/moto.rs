@@ -3,7 +3,6 @@
 
 mod moto {
     pub mod common;
-    mod contract;
     mod credentials;
     mod store;
 }

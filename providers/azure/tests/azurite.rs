@@ -4,7 +4,6 @@
 
 mod azurite {
     pub mod common;
-    mod contract;
     mod credentials;
     mod store;
 }

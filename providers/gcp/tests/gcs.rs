@@ -4,7 +4,6 @@
 
 mod gcs {
     pub mod common;
-    mod contract;
     mod credentials;
     mod store;
     mod strictness;

@@ -502,6 +502,8 @@ impl Backdoor for MotoBackdoor {
 }
 
 /// A contract harness on moto in [`REGION`].
+// Used by the contract test binary (tests/contract.rs), which includes this file.
+#[allow(dead_code)]
 pub async fn harness() -> Harness {
     let (platform, faults) = platform(REGION);
     let backdoor = MotoBackdoor { client: raw_client(REGION), faults, platform: platform.clone() };

@@ -337,6 +337,8 @@ pub fn backdoor_on(env: &AzuriteEnv, platform: &AzurePlatform, faults: &FaultPol
 }
 
 /// A contract harness on Azurite.
+// Used by the contract test binary (tests/contract.rs), which includes this file.
+#[allow(dead_code)]
 pub async fn harness() -> Harness {
     let (platform, faults) = platform();
     let backdoor = backdoor(&platform, &faults);
