@@ -13,7 +13,6 @@ pub mod owner;
 pub mod platform;
 pub mod provider;
 pub mod registry;
-pub mod unsupported;
 pub mod velero;
 
 pub use bucket::{
@@ -23,12 +22,11 @@ pub use bucket::{
 pub use credentials::{Credential, CredentialMaterial, CredentialSource, Secret, StaticCredentialSource};
 pub use error::{Error, Result};
 pub use owner::{Owner, TagStyle};
-pub use platform::{Capabilities, ObjectStore, ObjectStoreExt, Platform, ProviderConfig};
+pub use platform::{Capabilities, ObjectStore, Platform, ProviderConfig};
 pub use provider::{
     FactsInput, FactsReader, NO_SECTION, ProviderFacts, SectionError, SpecFields, SpecSection,
 };
 pub use registry::{ProviderRegistration, Registry, RegistryError};
-pub use unsupported::Unsupported;
 pub use velero::{
     CredentialsWiring, LocationConfig, ShortLivedError, ShortLivedField, ShortLivedInput, VeleroFacts,
     VeleroInput,

@@ -3,10 +3,9 @@
 //! Providers feed it from one decorator each (an SDK interceptor, a client wrapper) so no call
 //! site carries metering code; metrics, the benchmark and tests read it ("5 reads, 0 writes").
 
-use std::{
-    collections::BTreeMap,
-    sync::{Arc, Mutex, MutexGuard},
-};
+use std::{collections::BTreeMap, sync::Arc};
+
+use parking_lot::{Mutex, MutexGuard};
 
 /// Counts of one operation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -38,8 +37,7 @@ impl CallCounter {
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, OperationCount>> {
-        // Counting must never take the provider down: a poisoned map is still a usable map.
-        self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.counts.lock()
     }
 
     fn entry(&self, operation: &str, change: impl FnOnce(&mut OperationCount)) {

@@ -181,21 +181,6 @@ pub trait ObjectStore: Send + Sync + fmt::Debug + 'static {
     async fn observe_bucket(&self, name: &str) -> Result<BucketState>;
 }
 
-/// Conveniences over [`ObjectStore`]; implemented for every store, not by providers.
-#[async_trait]
-pub trait ObjectStoreExt: ObjectStore {
-    /// True when the bucket exists, false when it does not; other errors pass through.
-    async fn bucket_exists(&self, name: &str) -> Result<bool> {
-        match self.observe_bucket(name).await {
-            Ok(_) => Ok(true),
-            Err(Error::NotFound { .. }) => Ok(false),
-            Err(err) => Err(err),
-        }
-    }
-}
-
-impl<T: ObjectStore + ?Sized> ObjectStoreExt for T {}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,11 +19,13 @@ use std::{
     path::PathBuf,
     process::Stdio,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc,
         atomic::{AtomicU32, Ordering},
     },
     time::{Duration, Instant, SystemTime},
 };
+
+use parking_lot::Mutex;
 
 use anyhow::Context as _;
 use futures_util::StreamExt;
@@ -174,8 +176,8 @@ impl Record {
 
 type Shared = Arc<Mutex<Record>>;
 
-fn lock(record: &Shared) -> std::sync::MutexGuard<'_, Record> {
-    record.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock(record: &Shared) -> parking_lot::MutexGuard<'_, Record> {
+    record.lock()
 }
 
 fn ts(at: SystemTime) -> Timestamp {
@@ -1106,13 +1108,9 @@ async fn quiet_window(run: &Arc<Run>) -> anyhow::Result<Quiet> {
                         if let Some(synced) =
                             object.data["status"]["storageBucket"]["lastSyncTimestamp"].as_str()
                         {
-                            syncs.lock().unwrap_or_else(PoisonError::into_inner).insert(synced.to_owned());
+                            syncs.lock().insert(synced.to_owned());
                         }
-                        *counts
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .entry(kind.kind.clone())
-                            .or_default() += 1;
+                        *counts.lock().entry(kind.kind.clone()).or_default() += 1;
                     }
                     _ => {}
                 }
@@ -1133,9 +1131,9 @@ async fn quiet_window(run: &Arc<Run>) -> anyhow::Result<Quiet> {
     collect_once(run);
     // One write per resync: each resync writes its lastSyncTimestamp, so the distinct values seen
     // are the resyncs that ran (at least one: the window is longer than the jittered interval).
-    let resyncs = syncs.lock().unwrap_or_else(PoisonError::into_inner).len() as u32;
+    let resyncs = syncs.lock().len() as u32;
     let mut quiet = Quiet {
-        kube_writes: counts.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+        kube_writes: counts.lock().clone(),
         allowed_kube_writes: resyncs.max(1),
         ..Default::default()
     };

@@ -280,7 +280,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     // The one line that opens this replica's interval of acting; `stopped acting` closes it.
     info!(holder = releaser.as_ref().map(|e| e.holder()), "started acting");
     info!(namespace = %args.namespace, "controller starting");
-    let controller = controller::run(ctx, &args.namespace, shutdown.clone());
+    let controller = controller::watch_and_reconcile(ctx, &args.namespace, shutdown.clone());
     let lost = tokio::select! {
         _ = controller => None,
         // Losing the Lease drops the controller future, which cancels every reconcile at once:

@@ -209,8 +209,9 @@ impl Backoff for WatchBackoff {
 /// reconciles before giving up on them (Kubernetes' default termination grace is 30 s).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
-/// Runs the controller for the VeleroInstalls of `namespace` until `shutdown` completes.
-pub async fn run(
+/// Watches the VeleroInstalls of `namespace` and what they own, and reconciles them until
+/// `shutdown` completes.
+pub async fn watch_and_reconcile(
     ctx: Arc<Context>,
     namespace: &str,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,

@@ -7,12 +7,11 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        Mutex,
-        atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering},
-    },
+    sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering},
     time::{Duration, Instant},
 };
+
+use parking_lot::Mutex;
 
 /// Longest a reconcile pass may run; then it is cancelled and retried with backoff. Longer than
 /// one stalled Kubernetes read ([`KUBE_READ_TIMEOUT`]) plus a few cloud attempts.
@@ -80,8 +79,8 @@ impl Health {
         if oldest > PASS_DEADLINE.saturating_add(STUCK_GRACE) { Err(oldest) } else { Ok(()) }
     }
 
-    fn passes(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Instant>> {
-        self.passes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn passes(&self) -> parking_lot::MutexGuard<'_, HashMap<u64, Instant>> {
+        self.passes.lock()
     }
 }
 

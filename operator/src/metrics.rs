@@ -3,10 +3,9 @@
 //! bucket sync and build info. One `prometheus_client` registry with the prefix
 //! `managed_velero_operator`.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Instant,
-};
+use std::time::Instant;
+
+use parking_lot::Mutex;
 
 use k8s_openapi::jiff::Timestamp;
 use mvo_core::{Platform, Setting, metering::CallCounter};
@@ -156,7 +155,7 @@ impl Metrics {
     /// Brings `cloud_calls` up to the provider's counts (both only grow).
     fn sync_cloud_calls(&self) {
         let Some(cloud) = &self.cloud else { return };
-        let _one_at_a_time = self.sync.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _one_at_a_time = self.sync.lock();
         for (operation, count) in cloud.snapshot() {
             for (outcome, total) in [("success", count.calls - count.failures), ("failure", count.failures)] {
                 let labels = CallLabels {
@@ -170,9 +169,6 @@ impl Metrics {
         }
     }
 }
-
-/// Shared handle to the metrics.
-pub type SharedMetrics = Arc<Metrics>;
 
 #[cfg(test)]
 mod tests {

@@ -98,7 +98,6 @@ fn reasons_in_code() -> Vec<String> {
         };
         take_after("Report::ok(", 1);
         take_after("Report::fail(", 1);
-        take_after("stop_on_bucket(", 3);
         if let Some(body) = code.split("pub fn category(&self) -> &'static str {").nth(1) {
             let body = body.split("\n    }\n").next().unwrap_or_default();
             for arm in body.split("=> \"").skip(1) {

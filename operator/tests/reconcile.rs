@@ -468,7 +468,7 @@ async fn the_controller_restores_edited_and_deleted_objects() {
     let namespace = f.namespace.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let controller = tokio::spawn(async move {
-        controller::run(ctx, &namespace, async move {
+        controller::watch_and_reconcile(ctx, &namespace, async move {
             let _ = stopped.await;
         })
         .await

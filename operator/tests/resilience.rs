@@ -180,7 +180,7 @@ async fn an_owned_object_deleted_while_the_watches_were_down_is_restored_at_once
     let controller = {
         let namespace = namespace.clone();
         tokio::spawn(async move {
-            controller::run(ctx, &namespace, async move {
+            controller::watch_and_reconcile(ctx, &namespace, async move {
                 let _ = stopped.await;
             })
             .await

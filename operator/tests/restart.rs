@@ -50,7 +50,7 @@ async fn watches_resume_after_the_api_server_restarts() {
     let controller = {
         let namespace = namespace.clone();
         tokio::spawn(async move {
-            controller::run(ctx, &namespace, async move {
+            controller::watch_and_reconcile(ctx, &namespace, async move {
                 let _ = stopped.await;
             })
             .await

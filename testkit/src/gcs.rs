@@ -60,8 +60,10 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::Arc,
 };
+
+use parking_lot::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use google_cloud_gax::{
@@ -581,8 +583,7 @@ impl GcsControlPlane {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panicking test thread must not take the other cases' backend down with it.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock()
     }
 
     /// A stub that calls as `project` (a project ID), for `StorageControl::from_stub`.

@@ -10,8 +10,10 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::Arc,
 };
+
+use parking_lot::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use mvo_core::{
@@ -60,8 +62,7 @@ impl InMemoryCloud {
     }
 
     fn lock(&self) -> MutexGuard<'_, CloudState> {
-        // A test that panicked while holding the lock has already failed; keep serving the rest.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock()
     }
 
     /// The calls every platform of this cloud made, by operation (`HeadBucket`,

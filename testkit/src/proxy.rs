@@ -15,11 +15,13 @@ use std::{
     io,
     net::SocketAddr,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::SystemTime,
 };
+
+use parking_lot::Mutex;
 
 use tokio::{
     io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader},
@@ -158,7 +160,7 @@ impl FaultProxy {
 
     /// The requests an HTTP proxy recorded since the last call (empty for other proxies).
     pub fn take_exchanges(&self) -> Vec<Exchange> {
-        std::mem::take(&mut *self.exchanges.lock().unwrap_or_else(PoisonError::into_inner))
+        std::mem::take(&mut *self.exchanges.lock())
     }
 }
 
@@ -279,7 +281,7 @@ async fn serve_http(
         let body_at = answer.windows(4).position(|w| w == b"\r\n\r\n").map_or(answer.len(), |i| i + 4);
         exchange.response = answer.get(body_at..).unwrap_or_default().to_vec();
     }
-    log.lock().unwrap_or_else(PoisonError::into_inner).push(exchange);
+    log.lock().push(exchange);
 }
 
 /// Sends one request to `upstream` with `Connection: close` and reads the whole answer.

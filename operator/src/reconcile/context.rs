@@ -1,11 +1,9 @@
 //! What every reconcile shares ([`Context`]: client, provider, writer, events, metrics) and the
 //! failure backoff with its jitter.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use parking_lot::Mutex;
 
 use kube::{Client, runtime::events::Reporter};
 use mvo_core::{ObjectStore, Platform, ShortLivedInput};
@@ -134,8 +132,8 @@ impl Context {
 pub struct FailureBackoff(Mutex<HashMap<String, u32>>);
 
 impl FailureBackoff {
-    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn failures(&self) -> parking_lot::MutexGuard<'_, HashMap<String, u32>> {
+        self.0.lock()
     }
 
     /// The wait before retrying `uid` after another retryable failure: 5 s doubling to 5 min,

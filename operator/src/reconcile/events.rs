@@ -14,10 +14,9 @@
 //! the event in the [`Plan`] instead of posting it, so a plan never tells the cluster about things
 //! it did not do.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
-};
+use std::{collections::HashMap, sync::Arc};
+
+use parking_lot::{Mutex, MutexGuard};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
@@ -59,7 +58,7 @@ impl Events {
     }
 
     fn latest(&self) -> MutexGuard<'_, Latest> {
-        self.latest.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.latest.lock()
     }
 
     /// Publishes `event` about `regarding`: aggregated with the previous one only when its note is

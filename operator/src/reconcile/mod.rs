@@ -213,7 +213,7 @@ async fn pass(vi: &Arc<VeleroInstall>, ctx: &Arc<Context>) -> Result<Action, Err
         Ok(desired) => desired,
         Err(invalid) => return invalid_spec(&ctx, &vi, invalid).await,
     };
-    match run(&ctx, &vi, &desired).await {
+    match run_steps(&ctx, &vi, &desired).await {
         Ok(action) => {
             ctx.reset_backoff(&desired.install.uid);
             Ok(action)
@@ -293,7 +293,7 @@ struct CheckedBucket {
 
 /// The pass after validation, one named step after another: bucket, Velero's facts, Velero's
 /// objects, Velero's credentials and rollout, status.
-async fn run(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Result<Action, Error> {
+async fn run_steps(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) -> Result<Action, Error> {
     let bucket = match check_bucket(ctx, vi, desired, Timestamp::now()).await? {
         Step::Next(bucket) => bucket,
         Step::Done(action) => return Ok(action),
@@ -330,7 +330,7 @@ async fn check_bucket(
     } else {
         None
     };
-    let (reason, message) = match bucket::ensure(ctx, vi, desired, longest.as_ref()).await? {
+    let refusal = match bucket::ensure(ctx, vi, desired, longest.as_ref()).await? {
         BucketOutcome::Checked {
             name,
             report,
@@ -379,15 +379,18 @@ async fn check_bucket(
                 name,
             }));
         }
-        BucketOutcome::Ambiguous { names } => (
+        BucketOutcome::Ambiguous { names } => Report::fail(
+            BUCKET_READY,
             "AmbiguousBuckets",
             format!("several buckets carry this cluster's owner tags, none adopted: {}", names.join(", ")),
         ),
-        BucketOutcome::AdoptedBucketNotOurs { name } => (
+        BucketOutcome::AdoptedBucketNotOurs { name } => Report::fail(
+            BUCKET_READY,
             "BucketOwnedByOther",
             format!("spec.storageBucket.name {name:?} belongs to another account or cluster"),
         ),
-        BucketOutcome::UnmarkedBucketNotAdopted { name } => (
+        BucketOutcome::UnmarkedBucketNotAdopted { name } => Report::fail(
+            BUCKET_READY,
             "UnmarkedBucketNotAdopted",
             format!(
                 "spec.storageBucket.name {name:?} carries no owner marks of this or any cluster; nothing was \
@@ -399,7 +402,8 @@ async fn check_bucket(
                 Some(cluster) => format!("now carries the owner mark of cluster {cluster:?}"),
                 None => "now belongs to another account or project".to_owned(),
             };
-            (
+            Report::fail(
+                BUCKET_READY,
                 "BucketOwnedByAnotherCluster",
                 format!(
                     "bucket {name} is this cluster's ({:?}) backup bucket but {now_owner}; nothing was written \
@@ -410,7 +414,7 @@ async fn check_bucket(
             )
         }
     };
-    stop_on_bucket(ctx, vi, desired, reason, message).await.map(Step::Done)
+    stop_on_bucket(ctx, vi, desired, refusal).await.map(Step::Done)
 }
 
 /// Applies Velero's objects: the plain kinds first, then the CRD Job, and Velero's own kinds
@@ -623,14 +627,10 @@ async fn stop_on_bucket(
     ctx: &Context,
     vi: &VeleroInstall,
     desired: &DesiredInstall,
-    reason: &'static str,
-    message: String,
+    refusal: Report,
 ) -> Result<Action, Error> {
-    let reports = with_ready([
-        platform_supported(ctx),
-        operator_credentials(),
-        Report::fail(BUCKET_READY, reason, message.clone()),
-    ]);
+    let (reason, message) = (refusal.reason, refusal.message.clone());
+    let reports = with_ready([platform_supported(ctx), operator_credentials(), refusal]);
     write_status(ctx, vi, |status| {
         status.observed_generation = vi.metadata.generation;
         status.conditions = merge(vi, &reports);

@@ -2,7 +2,9 @@
 //! write (a bucket setting, an object, the status, an event) records what it would do in a
 //! [`Plan`] instead, and the cloud is reached through [`PlanStore`], which only reads.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use async_trait::async_trait;
 use mvo_core::{
@@ -19,12 +21,12 @@ pub struct Plan {
 impl Plan {
     /// Records one change that was not made.
     pub fn record(&self, change: impl Into<String>) {
-        self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(change.into());
+        self.changes.lock().push(change.into());
     }
 
     /// Every recorded change.
     pub fn changes(&self) -> Vec<String> {
-        self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        self.changes.lock().clone()
     }
 }
 

@@ -58,7 +58,7 @@ pub struct FileCredentialSource {
     dir: PathBuf,
     sts: aws_sdk_sts::Client,
     /// Last static credential, so unchanged files yield the same `Arc`.
-    last_keys: std::sync::Mutex<Option<Arc<Credential>>>,
+    last_keys: parking_lot::Mutex<Option<Arc<Credential>>>,
     /// Serialises STS exchanges: concurrent callers wait for one exchange instead of each
     /// making their own.
     exchanged: Mutex<Option<Exchanged>>,
@@ -70,14 +70,14 @@ impl FileCredentialSource {
         FileCredentialSource {
             dir: dir.into(),
             sts,
-            last_keys: std::sync::Mutex::new(None),
+            last_keys: parking_lot::Mutex::new(None),
             exchanged: Mutex::new(None),
         }
     }
 
     /// The long-lived `credential`, as the same `Arc` as last time when the files did not change.
     fn keys(&self, credential: Credential) -> Arc<Credential> {
-        let mut last = self.last_keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut last = self.last_keys.lock();
         match last.as_ref() {
             Some(previous) if **previous == credential => previous.clone(),
             _ => {

@@ -19,9 +19,11 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::SystemTime,
 };
+
+use parking_lot::Mutex;
 
 use async_trait::async_trait;
 use azure_core::{
@@ -160,7 +162,7 @@ impl FileCredentialSource {
             }));
         }
         let (kind, secret) = read_material(&self.dir)?;
-        let mut cached = self.loaded.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cached = self.loaded.lock();
         if let Some(loaded) = cached.as_ref()
             && loaded.kind == kind
             && loaded.secret == secret

@@ -29,7 +29,9 @@ pub mod spec;
 mod store;
 mod velero;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use async_trait::async_trait;
 use azure_core::http::{HttpClient, policies::Policy};
@@ -144,7 +146,7 @@ impl AzurePlatform {
 
     /// The store of `account`, reusing the client while the account stays the same.
     fn store_for(&self, account: &str) -> Result<Arc<BlobStore>> {
-        let mut cached = self.stores.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cached = self.stores.lock();
         if let Some((name, store)) = cached.as_ref()
             && name == account
         {

@@ -10,8 +10,10 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
 };
+
+use parking_lot::Mutex;
 
 use async_trait::async_trait;
 use google_cloud_auth::{
@@ -186,7 +188,7 @@ impl FileCredentialSource {
                 return Err(unauthenticated(format!("cannot read {}: {}", self.path.display(), err.kind())));
             }
         };
-        let mut cached = self.loaded.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cached = self.loaded.lock();
         if let Some(loaded) = cached.as_ref()
             && loaded.content.expose() == content
         {

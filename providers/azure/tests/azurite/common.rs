@@ -4,9 +4,11 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::Arc,
     time::Duration,
 };
+
+use parking_lot::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use azure_core::http::{
@@ -140,7 +142,7 @@ pub struct FaultPolicy {
 
 impl FaultPolicy {
     fn lock(&self) -> MutexGuard<'_, FaultState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     /// Fails the next call with `fault`, answered as Azure Storage answers it.

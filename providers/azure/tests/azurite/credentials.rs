@@ -7,9 +7,11 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
+
+use parking_lot::Mutex;
 
 use async_trait::async_trait;
 use azure_core::http::{AsyncRawResponse, HttpClient, Request, StatusCode, headers::Headers, request::Body};
@@ -38,7 +40,7 @@ impl std::fmt::Debug for FakeEntra {
 
 impl FakeEntra {
     fn exchanges(&self) -> Vec<(String, String)> {
-        self.exchanges.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.exchanges.lock().clone()
     }
 }
 
@@ -59,8 +61,8 @@ impl HttpClient for FakeEntra {
             .map(|s| ("client_secret".to_owned(), s))
             .or_else(|| form_value(&body, "client_assertion").map(|a| ("client_assertion".to_owned(), a)))
             .unwrap_or_default();
-        self.exchanges.lock().unwrap_or_else(|p| p.into_inner()).push(presented);
-        if *self.refuse.lock().unwrap_or_else(|p| p.into_inner()) {
+        self.exchanges.lock().push(presented);
+        if *self.refuse.lock() {
             let body = r#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided."}"#;
             return Ok(AsyncRawResponse::from_bytes(StatusCode::Unauthorized, Headers::new(), body));
         }
@@ -153,7 +155,7 @@ async fn an_incomplete_secret_and_a_refused_secret_are_unauthenticated_and_retry
     assert!(err.to_string().contains(CLIENT_SECRET_FILE), "{err}");
     assert!(entra.exchanges().is_empty());
 
-    *entra.refuse.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    *entra.refuse.lock() = true;
     write(&dir, &[(CLIENT_SECRET_FILE, "wrong")]);
     let err = store(&platform).observe_bucket("any").await.expect_err("refused");
     assert!(matches!(err, Error::Unauthenticated { .. }), "{err}");
