@@ -21,7 +21,7 @@ use kube::{
 };
 use mvo_core::{Owner, Platform, ProviderConfig};
 use mvo_operator::{crd::VeleroInstall, infrastructure::Infrastructure, reconcile::build};
-use mvo_provider_azure::{AzureCloud, AzurePlatform, velero_credentials_file};
+use mvo_provider_azure::AzurePlatform;
 use mvo_testkit::env::{AZURITE_ACCOUNT, AzuriteEnv, KubeEnv, foreign_crds, install_crds};
 use serde_json::{Value, json};
 
@@ -82,26 +82,42 @@ async fn azure_cluster(client: &Client) {
         .expect("install-config");
 }
 
-/// The credential operator (Velero's secret, with the `cloud` file Velero's Azure plugin reads),
-/// the Job controller and kubelet (the CRD Job prints one Velero CRD) and the Deployment
-/// controller (the rollout is available).
-async fn play_cluster_controllers(client: &Client) {
-    let minted = BTreeMap::from([
+/// What the credential operator writes into `velero-iam-credentials` for a service principal
+/// (its key names, `azure_resourcegroup` included); the file Velero reads is not among them.
+fn minted(client_secret: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
         ("azure_client_id".to_owned(), "velero-app".to_owned()),
-        ("azure_client_secret".to_owned(), "velero-secret".to_owned()),
+        ("azure_client_secret".to_owned(), client_secret.to_owned()),
         ("azure_tenant_id".to_owned(), "tenant".to_owned()),
         ("azure_subscription_id".to_owned(), SUBSCRIPTION.to_owned()),
-        ("azure_resource_group".to_owned(), RESOURCE_GROUP.to_owned()),
+        ("azure_resourcegroup".to_owned(), RESOURCE_GROUP.to_owned()),
+        ("azure_resource_prefix".to_owned(), INFRA.to_owned()),
         ("azure_region".to_owned(), REGION.to_owned()),
-    ]);
-    let mut data = minted.clone();
-    data.insert("cloud".to_owned(), velero_credentials_file(&minted, AzureCloud::Public));
+    ])
+}
+
+/// Writes Velero's secret as the credential operator does (the whole data, replaced).
+async fn mint(client: &Client, data: &BTreeMap<String, String>) {
     let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "velero-iam-credentials"},
                         "stringData": data});
     Api::<Secret>::namespaced(client.clone(), NAMESPACE)
         .patch("velero-iam-credentials", &apply(), &Patch::Apply(&secret))
         .await
         .expect("Velero's secret");
+}
+
+/// The file in the operator's rendered secret, if it exists.
+async fn rendered(client: &Client) -> Option<String> {
+    let secret = Api::<Secret>::namespaced(client.clone(), NAMESPACE)
+        .get_opt("velero-cloud-credentials")
+        .await
+        .ok()??;
+    String::from_utf8(secret.data?.get("cloud")?.0.clone()).ok()
+}
+
+/// The Job controller and kubelet (the CRD Job prints one Velero CRD) and the Deployment
+/// controller (the rollout is available).
+async fn play_cluster_controllers(client: &Client) {
     let jobs: Api<Job> = Api::namespaced(client.clone(), NAMESPACE);
     let job =
         wait_for("CRD Job", async || jobs.list(&Default::default()).await.ok()?.items.into_iter().next())
@@ -204,7 +220,20 @@ async fn an_azure_cluster_reaches_ready_with_a_private_container_in_the_named_ac
     })
     .await;
     assert_eq!(request.data["spec"]["providerSpec"]["kind"], "AzureProviderSpec");
+    // The credential operator's secret, half written: CredentialsReady names the missing key.
+    let mut partial = minted("velero-secret");
+    partial.remove("azure_client_id");
+    mint(&client, &partial).await;
     play_cluster_controllers(&client).await;
+    let (_, reason, message) = wait_for("CredentialsReady names the key", async || {
+        condition(&installs, "CredentialsReady")
+            .await
+            .filter(|c| c.0 == "False" && c.2.contains("azure_client_id"))
+    })
+    .await;
+    assert_eq!(reason, "WaitingForCredentials", "{message}");
+    assert!(rendered(&client).await.is_none(), "nothing rendered from a partial secret");
+    mint(&client, &minted("velero-secret")).await;
     let bsl = wait_for("BSL", async || bsl.get_opt("default").await.ok()?).await;
     let spec: &Value = &bsl.data["spec"];
     assert_eq!(spec["provider"], "azure");
@@ -222,16 +251,72 @@ async fn an_azure_cluster_reaches_ready_with_a_private_container_in_the_named_ac
     let pod = deployment.get("velero").await.expect("velero").spec.expect("spec").template.spec.expect("pod");
     let images: Vec<String> = pod.init_containers.iter().flatten().filter_map(|c| c.image.clone()).collect();
     assert!(images.iter().any(|i| i.contains("velero-plugin-for-microsoft-azure")), "{images:?}");
-    let env: Vec<(String, String)> = pod.containers[0]
+    let container_env: Vec<(String, String)> = pod.containers[0]
         .env
         .iter()
         .flatten()
         .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
         .collect();
-    assert!(env.contains(&("AZURE_CREDENTIALS_FILE".to_owned(), "/credentials/cloud".to_owned())), "{env:?}");
+    let file_env = ("AZURE_CREDENTIALS_FILE".to_owned(), "/credentials/cloud".to_owned());
+    assert!(container_env.contains(&file_env), "{container_env:?}");
     assert!(!log_text().contains(&token), "the token leaked into the operator log");
 
+    // Velero reads the operator's rendered file, not the credential operator's secret: the
+    // cluster's resource group and cloud name from the Infrastructure, the rest from the secret.
+    let file = |secret: &str| {
+        format!(
+            "AZURE_SUBSCRIPTION_ID={SUBSCRIPTION}\nAZURE_TENANT_ID=tenant\nAZURE_CLIENT_ID=velero-app\n\
+             AZURE_CLIENT_SECRET={secret}\nAZURE_RESOURCE_GROUP={RESOURCE_GROUP}\nAZURE_CLOUD_NAME=AzurePublicCloud\n"
+        )
+    };
+    assert_eq!(rendered(&client).await.as_deref(), Some(file("velero-secret").as_str()));
+    let derived = Api::<Secret>::namespaced(client.clone(), NAMESPACE)
+        .get("velero-cloud-credentials")
+        .await
+        .expect("derived");
+    let owner = &derived.metadata.owner_references.expect("owner")[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("VeleroInstall", "cluster", Some(true))
+    );
+    let volume =
+        pod.volumes.iter().flatten().find(|v| v.name == "cloud-credentials").expect("credentials volume");
+    assert_eq!(
+        volume.secret.as_ref().and_then(|s| s.secret_name.as_deref()),
+        Some("velero-cloud-credentials")
+    );
+    let (status, _, message) = condition(&installs, "CredentialsReady").await.expect("CredentialsReady");
+    assert!(status == "True" && message.contains("velero-cloud-credentials"), "{message}");
+
+    // A rotation reaches the rendered file through the watch on the source secret, not a resync.
+    mint(&client, &minted("rotated-secret")).await;
+    wait_for("rotation rendered", async || rendered(&client).await.filter(|f| *f == file("rotated-secret")))
+        .await;
+    assert!(!log_text().contains("rotated-secret"), "the client secret leaked into the operator log");
+
+    // Plan mode: the missing rendered secret is listed, not written.
     let _ = operator.start_kill();
     let _ = operator.wait().await;
+    Api::<Secret>::namespaced(client.clone(), NAMESPACE)
+        .delete("velero-cloud-credentials", &Default::default())
+        .await
+        .expect("delete the rendered secret");
+    let plan = tokio::process::Command::new(env!("CARGO_BIN_EXE_managed-velero-operator"))
+        .args(["plan", "--log-format", "text"])
+        .env("KUBECONFIG", env.operator_kubeconfig(&[]).await.expect("operator kubeconfig"))
+        .env("WATCH_NAMESPACE", NAMESPACE)
+        .env("MVO_CLOUD_ENDPOINT", azurite.endpoint())
+        .env("MVO_CREDENTIALS_DIR", &credentials)
+        .env("MVO_TRUSTED_CA_BUNDLE", &bundle)
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .expect("plan runs");
+    let out = format!("{}{}", String::from_utf8_lossy(&plan.stdout), String::from_utf8_lossy(&plan.stderr));
+    assert!(plan.status.success(), "{out}");
+    assert!(out.contains("create Secret/velero-cloud-credentials"), "{out}");
+    assert!(!out.contains("rotated-secret"), "the plan printed a secret: {out}");
+    assert!(rendered(&client).await.is_none(), "plan wrote the rendered secret");
+
     std::fs::remove_dir_all(&work).expect("cleanup");
 }

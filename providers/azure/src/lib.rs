@@ -48,7 +48,7 @@ pub use spec::AzureSpec;
 pub use store::{SOFT_DELETE_RETENTION_DAYS, metadata_key, owner_metadata, tags_of};
 pub use velero::{
     VELERO_CREDENTIALS_KEY, VELERO_DATA_PERMISSIONS, VELERO_PERMISSIONS, VELERO_PLUGIN_IMAGE, VeleroAzure,
-    credentials_request_spec, credentials_request_spec_workload_identity, velero_credentials_file,
+    credentials_request_spec, credentials_request_spec_workload_identity, derived_credentials,
 };
 
 use crate::{metering::Blob, store::BlobStore};
@@ -171,14 +171,12 @@ impl AzurePlatform {
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty())
         };
-        let resource_group = spec
-            .resource_group
-            .clone()
-            .or_else(|| self.settings.resource_group.clone())
-            .or_else(|| file(credentials::RESOURCE_GROUP_FILE));
+        let cluster_resource_group =
+            self.settings.resource_group.clone().or_else(|| file(credentials::RESOURCE_GROUP_FILE));
         VeleroAzure {
             storage_account: spec.storage_account.clone(),
-            resource_group,
+            resource_group: spec.resource_group.clone().or_else(|| cluster_resource_group.clone()),
+            cluster_resource_group,
             subscription_id: file(credentials::SUBSCRIPTION_ID_FILE),
         }
     }
@@ -329,7 +327,10 @@ impl Platform for AzurePlatform {
             plugin_image: VELERO_PLUGIN_IMAGE.to_owned(),
             location: velero::location_config(&self.velero_azure(&spec), input.bucket),
             credentials_request: velero::credentials_request_spec(),
-            credentials: velero::credentials_wiring(),
+            credentials: velero::credentials_wiring(velero::derived_credentials(
+                self.settings.resource_group.as_deref(),
+                self.settings.cloud,
+            )),
         })
     }
 
