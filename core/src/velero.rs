@@ -159,6 +159,10 @@ pub enum ShortLivedError {
     /// The administrator must provide these inputs first.
     #[error("missing {0:?}")]
     Missing(Vec<ShortLivedField>),
+    /// The administrator must set these fields of the provider's own spec section first (JSON
+    /// paths such as `spec.<section>.<field>`), for inputs only that cloud has.
+    #[error("missing {0:?}")]
+    MissingInSection(Vec<String>),
     /// The provider does not wire short-lived credentials for Velero.
     #[error("short-lived credentials for Velero are not supported by this provider")]
     NotSupported,

@@ -320,3 +320,162 @@ async fn an_azure_cluster_reaches_ready_with_a_private_container_in_the_named_ac
 
     std::fs::remove_dir_all(&work).expect("cleanup");
 }
+
+/// Marks the cluster token-based as the installer does for workload identity: the credential
+/// operator in Manual mode and a service-account issuer.
+async fn token_based(client: &Client) {
+    for (api_version, kind, plural, spec) in [
+        (
+            "operator.openshift.io/v1",
+            "CloudCredential",
+            "cloudcredentials",
+            json!({"credentialsMode": "Manual"}),
+        ),
+        (
+            "config.openshift.io/v1",
+            "Authentication",
+            "authentications",
+            json!({"serviceAccountIssuer": "https://oidc.example.com/c1"}),
+        ),
+    ] {
+        let (group, version) = api_version.split_once('/').expect("group/version");
+        let resource = kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk(group, version, kind),
+            plural,
+        );
+        let object =
+            json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": "cluster"}, "spec": spec});
+        Api::<DynamicObject>::all_with(client.clone(), &resource)
+            .patch("cluster", &apply(), &Patch::Apply(&object))
+            .await
+            .expect("token-based facts");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_based_azure_cluster_gives_velero_a_federated_identity() {
+    const APP: &str = "11111111-2222-3333-4444-555555555555";
+    const TENANT: &str = "66666666-7777-8888-9999-000000000000";
+    let env = KubeEnv::start().expect("test API server (run `make testenv`)");
+    let azurite = AzuriteEnv::start().expect("Azurite (run `make testenv`)");
+    let client = env.client().await.expect("client");
+    azure_cluster(&client).await;
+    token_based(&client).await;
+
+    // The operator's own credentials carry the subscription but (here) no tenant.
+    let work = std::env::temp_dir().join(format!("mvo-azure-wi-{}", uuid::Uuid::new_v4().simple()));
+    let credentials = work.join("credentials");
+    std::fs::create_dir_all(&credentials).expect("dir");
+    let token = AzuriteEnv::bearer_token(Duration::from_secs(3600));
+    std::fs::write(credentials.join("azure_bearer_token"), &token).expect("token");
+    std::fs::write(credentials.join("azure_subscription_id"), SUBSCRIPTION).expect("subscription");
+    let bundle = work.join("tls-ca-bundle.pem");
+    std::fs::write(&bundle, azurite.ca_pem()).expect("CA bundle");
+    let log = work.join("operator.log");
+    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_managed-velero-operator"))
+        .args(["run", "--leader-election", "false", "--metrics-addr", "127.0.0.1:0", "--log-format", "text"])
+        .env("KUBECONFIG", env.operator_kubeconfig(&[]).await.expect("operator kubeconfig"))
+        .env("WATCH_NAMESPACE", NAMESPACE)
+        .env("MVO_CLOUD_ENDPOINT", azurite.endpoint())
+        .env("MVO_CREDENTIALS_DIR", &credentials)
+        .env("MVO_TRUSTED_CA_BUNDLE", &bundle)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("operator starts");
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // Without Velero's identity: CredentialsReady names the section's fields, nothing requested.
+    let installs: Api<VeleroInstall> = Api::namespaced(client.clone(), NAMESPACE);
+    let vi = json!({"apiVersion": "managed.openshift.io/v1alpha2", "kind": "VeleroInstall",
+                    "metadata": {"name": "cluster"}, "spec": {"azure": {"storageAccount": AZURITE_ACCOUNT}}});
+    installs.patch("cluster", &apply(), &Patch::Apply(&vi)).await.expect("VeleroInstall");
+    let (_, reason, message) = wait_for("CredentialsReady=False", async || {
+        condition(&installs, "CredentialsReady").await.filter(|c| c.0 == "False")
+    })
+    .await;
+    assert_eq!(reason, "ShortLivedIdentityMissing", "{message}\n{}", log_text());
+    assert!(
+        message.contains("spec.azure.veleroClientID") && message.contains("spec.azure.tenantID"),
+        "{message}"
+    );
+    assert!(!message.contains("subscriptionID"), "the operator's credentials give it: {message}");
+    let credentials_requests: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), NAMESPACE, &build::credentials_request());
+    assert!(credentials_requests.get_opt("velero-iam-credentials").await.expect("get").is_none());
+
+    let vi = json!({"apiVersion": "managed.openshift.io/v1alpha2", "kind": "VeleroInstall",
+                    "metadata": {"name": "cluster"}, "spec": {"azure": {
+                        "storageAccount": AZURITE_ACCOUNT, "veleroClientID": APP, "tenantID": TENANT}}});
+    installs.patch("cluster", &apply(), &Patch::Apply(&vi)).await.expect("identity named");
+    let request = wait_for("CredentialsRequest", async || {
+        credentials_requests.get_opt("velero-iam-credentials").await.ok()?
+    })
+    .await;
+    let spec = &request.data["spec"];
+    assert_eq!(spec["providerSpec"]["azureClientID"], APP);
+    assert_eq!(spec["providerSpec"]["azureTenantID"], TENANT);
+    assert_eq!(spec["providerSpec"]["azureSubscriptionID"], SUBSCRIPTION);
+    assert_eq!(spec["providerSpec"]["azureRegion"], REGION);
+    assert_eq!(spec["cloudTokenPath"], "/var/run/secrets/openshift/serviceaccount/token");
+
+    // What the credential operator writes for a federated identity: no secret, no group.
+    let minted = BTreeMap::from([
+        ("azure_client_id".to_owned(), APP.to_owned()),
+        ("azure_tenant_id".to_owned(), TENANT.to_owned()),
+        ("azure_subscription_id".to_owned(), SUBSCRIPTION.to_owned()),
+        ("azure_region".to_owned(), REGION.to_owned()),
+        (
+            "azure_federated_token_file".to_owned(),
+            "/var/run/secrets/openshift/serviceaccount/token".to_owned(),
+        ),
+    ]);
+    mint(&client, &minted).await;
+    play_cluster_controllers(&client).await;
+    wait_for("Ready", async || condition(&installs, "Ready").await.filter(|c| c.0 == "True")).await;
+    assert_eq!(
+        rendered(&client).await.as_deref(),
+        Some(
+            format!(
+                "AZURE_SUBSCRIPTION_ID={SUBSCRIPTION}\nAZURE_TENANT_ID={TENANT}\nAZURE_CLIENT_ID={APP}\n\
+                 AZURE_RESOURCE_GROUP={RESOURCE_GROUP}\nAZURE_CLOUD_NAME=AzurePublicCloud\n"
+            )
+            .as_str()
+        )
+    );
+    let deployment: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
+    let pod = deployment.get("velero").await.expect("velero").spec.expect("spec").template.spec.expect("pod");
+    let container_env: BTreeMap<String, String> = pod.containers[0]
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect();
+    for (name, value) in [
+        ("AZURE_CLIENT_ID", APP),
+        ("AZURE_TENANT_ID", TENANT),
+        ("AZURE_FEDERATED_TOKEN_FILE", "/var/run/secrets/openshift/serviceaccount/token"),
+        ("AZURE_CREDENTIALS_FILE", "/credentials/cloud"),
+    ] {
+        assert_eq!(container_env.get(name).map(String::as_str), Some(value), "{name}: {container_env:?}");
+    }
+    let projection = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find_map(|v| v.projected.as_ref()?.sources.as_ref()?.first()?.service_account_token.clone())
+        .expect("projected token");
+    assert_eq!((projection.audience.as_deref(), projection.path.as_str()), (Some("openshift"), "token"));
+    let mounted = pod.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|m| m.mount_path == "/var/run/secrets/openshift/serviceaccount");
+    assert!(mounted, "the token is mounted where AZURE_FEDERATED_TOKEN_FILE points");
+
+    let _ = operator.start_kill();
+    let _ = operator.wait().await;
+    std::fs::remove_dir_all(&work).expect("cleanup");
+}

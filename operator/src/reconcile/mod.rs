@@ -569,6 +569,14 @@ fn velero_facts(
                 ),
             ))
         }
+        Err(ShortLivedError::MissingInSection(fields)) => Err(Report::fail(
+            CREDENTIALS_READY,
+            "ShortLivedIdentityMissing",
+            format!(
+                "the cluster issues only short-lived cloud credentials; set {} so Velero's credentials can be requested",
+                fields.join(" and ")
+            ),
+        )),
         Err(ShortLivedError::NotSupported) => Err(Report::fail(
             CREDENTIALS_READY,
             "ShortLivedCredentialsNotSupported",

@@ -18,8 +18,9 @@ const CREDENTIALS_MOUNT: &str = "/credentials";
 /// The secret key holding the dotenv file Velero's Azure plugin reads (`AZURE_CREDENTIALS_FILE`).
 pub const VELERO_CREDENTIALS_KEY: &str = "cloud";
 
-/// Management actions Velero's Azure plugin uses: managed-disk snapshots and restores.
-pub const VELERO_PERMISSIONS: [&str; 8] = [
+/// Management actions Velero's Azure plugin uses: managed-disk snapshots and restores, the
+/// storage account's properties.
+pub const VELERO_PERMISSIONS: [&str; 9] = [
     "Microsoft.Compute/disks/beginGetAccess/action",
     "Microsoft.Compute/disks/endGetAccess/action",
     "Microsoft.Compute/disks/read",
@@ -28,6 +29,9 @@ pub const VELERO_PERMISSIONS: [&str; 8] = [
     "Microsoft.Compute/snapshots/read",
     "Microsoft.Compute/snapshots/write",
     "Microsoft.Storage/storageAccounts/blobServices/containers/read",
+    // The plugin looks up the account's blob endpoint (sovereign clouds, custom domains) with
+    // ARM GetProperties; without it, it silently falls back to the public-cloud host name.
+    "Microsoft.Storage/storageAccounts/read",
 ];
 
 /// Blob data actions Velero uses in its container (backups, kopia repository): it reads, writes
@@ -142,6 +146,24 @@ pub(crate) fn credentials_wiring(derived: DerivedCredentials) -> CredentialsWiri
         env: vec![("AZURE_CREDENTIALS_FILE".into(), format!("{CREDENTIALS_MOUNT}/{VELERO_CREDENTIALS_KEY}"))],
         derived: Some(derived),
     }
+}
+
+/// Under workload identity the plugin finds no client secret in the file and, seeing
+/// `AZURE_FEDERATED_TOKEN_FILE` in its environment, exchanges the projected token (audience
+/// `openshift`, mounted by the operator at [`mvo_core::velero::CLOUD_TOKEN_PATH`]); Azure's
+/// workload identity credential reads the client and tenant IDs from the process environment,
+/// not from the file, so they are set there too (plain IDs, not secrets).
+pub(crate) fn workload_identity_wiring(
+    derived: DerivedCredentials,
+    identity: &crate::WorkloadIdentity,
+) -> CredentialsWiring {
+    let mut wiring = credentials_wiring(derived);
+    wiring.env.extend([
+        ("AZURE_CLIENT_ID".to_owned(), identity.client_id.clone()),
+        ("AZURE_TENANT_ID".to_owned(), identity.tenant_id.clone()),
+        ("AZURE_FEDERATED_TOKEN_FILE".to_owned(), mvo_core::velero::CLOUD_TOKEN_PATH.to_owned()),
+    ]);
+    wiring
 }
 
 #[cfg(test)]
