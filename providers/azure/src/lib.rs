@@ -15,7 +15,7 @@
 //!
 //! Storage accounts are management-plane resources (no maintained Rust SDK): the operator does not
 //! create them and cannot change account-level settings. It claims buckets and recovery; public
-//! access (changeable with the account key only), default encryption (always on, key chosen by
+//! access (checked and reported, not corrected: see `store`), default encryption (always on, key chosen by
 //! the account), customer-managed keys, lifecycle management, versioning and minimum TLS are left
 //! to the account ([`ACCOUNT_SETTINGS`]).
 
@@ -342,7 +342,7 @@ impl Platform for AzurePlatform {
         Capabilities {
             buckets: true,
             recovery: true,
-            // Checked and reported, but only the account key can change it: not claimed.
+            // Checked and reported, not corrected (see the store module): not claimed.
             public_access_block: false,
             lifecycle_rules: false,
             default_encryption: false,
