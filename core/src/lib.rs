@@ -28,8 +28,8 @@ pub use provider::{
 };
 pub use registry::{ProviderRegistration, Registry, RegistryError};
 pub use velero::{
-    CredentialsWiring, LocationConfig, ShortLivedError, ShortLivedField, ShortLivedInput, VeleroFacts,
-    VeleroInput,
+    CredentialsWiring, DerivedCredentials, DerivedValue, LocationConfig, ShortLivedError, ShortLivedField,
+    ShortLivedInput, VeleroFacts, VeleroInput,
 };
 
 /// Re-exported so that providers write [`SpecSection::schema`] with the operator's version.

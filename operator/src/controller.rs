@@ -3,7 +3,9 @@
 //! Triggers are filtered so that only changes that matter start a reconcile: for the
 //! VeleroInstall, a new generation or a new `reconcile-requested-at` annotation (our own status
 //! writes do not count); for owned objects, anything but their status (Velero writes its BSL
-//! status every minute) and deletion. Everything else is the resync the reconcile schedules.
+//! status every minute) and deletion; for the credential operator's secret for Velero (watched
+//! by name), any change, so its creation and rotations reach Velero's credentials at once.
+//! Everything else is the resync the reconcile schedules.
 
 use std::{
     collections::HashMap,
@@ -14,13 +16,17 @@ use std::{
 };
 
 use futures_util::{FutureExt, Stream, StreamExt};
-use k8s_openapi::api::{apps::v1::Deployment, batch::v1::Job, core::v1::Service};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    batch::v1::Job,
+    core::v1::{Secret, Service},
+};
 use kube::{
     Api, Client, ResourceExt,
     api::{ApiResource, DynamicObject},
     runtime::{
         Controller, WatchStreamExt,
-        reflector::{self},
+        reflector::{self, ObjectRef},
         utils::Backoff,
         watcher::{self, Event},
     },
@@ -29,7 +35,7 @@ use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use crate::{
-    crd::VeleroInstall,
+    crd::{RECONCILED_NAME, VeleroInstall},
     health::WATCH_TIMEOUT_SECS,
     reconcile::{self, Context, bucket::RECONCILE_REQUESTED_AT, build},
 };
@@ -159,6 +165,20 @@ impl Seen {
     }
 }
 
+/// The credential operator's secret for Velero, watched by name (the role grants list and watch
+/// on that name only): each change starts a reconcile of the VeleroInstall, which reports
+/// CredentialsReady and re-renders a provider's derived credentials file from it.
+fn credentials_secret_trigger(
+    client: Client,
+    namespace: &str,
+) -> impl Stream<Item = Result<Secret, watcher::Error>> + Send + 'static {
+    let api: Api<Secret> = Api::namespaced(client, namespace);
+    let by_name = format!("metadata.name={}", mvo_core::velero::VELERO_CREDENTIALS_SECRET);
+    watcher::watcher(api, watcher::Config::default().fields(&by_name).timeout(WATCH_TIMEOUT_SECS))
+        .backoff(WatchBackoff::default())
+        .touched_objects()
+}
+
 fn watcher<K>(api: Api<K>) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
@@ -258,6 +278,11 @@ pub async fn watch_and_reconcile(
         let trigger = owned_trigger(client.clone(), namespace, &kind, synced.clone());
         controller = controller.owns_stream_with(trigger, kind);
     }
+    let install = ObjectRef::<VeleroInstall>::new(RECONCILED_NAME).within(namespace);
+    controller = controller
+        .watches_stream(credentials_secret_trigger(client.clone(), namespace), move |_| {
+            Some(install.clone())
+        });
     let running = controller
         .graceful_shutdown_on(graceful)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)

@@ -263,6 +263,7 @@ pub fn velero_facts(region: &str, bucket: &str) -> VeleroFacts {
             mount_path: "/credentials".into(),
             secret_key: "credentials".into(),
             env: vec![(CREDENTIALS_ENV.into(), "/credentials/credentials".into())],
+            derived: None,
         },
     }
 }

@@ -192,11 +192,14 @@ impl Local {
     /// the Deployment available. Waits for the Job and Deployment the operator creates.
     pub async fn play_cluster_controllers(&self) -> anyhow::Result<()> {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), NAMESPACE);
-        // The key Velero's plugin reads: an AWS credentials file, or the AZURE_* file on Azure.
+        // What the credential operator writes: an AWS credentials file, or on Azure one key per
+        // value (the operator renders Velero's AZURE_* file from them into its own secret).
         let data = match self.azurite {
-            Some(_) => {
-                json!({"cloud": "AZURE_SUBSCRIPTION_ID=00000000-0000-0000-0000-0000000000de\nAZURE_TENANT_ID=demo\nAZURE_CLIENT_ID=demo\nAZURE_CLIENT_SECRET=demo\nAZURE_CLOUD_NAME=AzurePublicCloud\n"})
-            }
+            Some(_) => json!({
+                "azure_subscription_id": "00000000-0000-0000-0000-0000000000de", "azure_tenant_id": "demo",
+                "azure_client_id": "demo", "azure_client_secret": "demo", "azure_region": AZURE_REGION,
+                "azure_resourcegroup": AZURE_RESOURCE_GROUP,
+            }),
             None => json!({"credentials": "[default]\naws_access_key_id = AKIADEMO\n"}),
         };
         let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "velero-iam-credentials"},

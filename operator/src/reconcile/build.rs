@@ -188,7 +188,7 @@ pub fn velero_objects(
     ]
 }
 
-fn object_meta(name: &str, install: &InstallIdentity) -> ObjectMeta {
+pub(crate) fn object_meta(name: &str, install: &InstallIdentity) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.into()),
         namespace: Some(install.namespace.clone()),
@@ -429,7 +429,7 @@ pub fn deployment(
         Volume {
             name: "cloud-credentials".into(),
             secret: Some(SecretVolumeSource {
-                secret_name: Some(VELERO_CREDENTIALS_SECRET.into()),
+                secret_name: Some(wiring.secret_name().into()),
                 ..Default::default()
             }),
             ..Default::default()

@@ -10,6 +10,7 @@ pub mod build;
 pub mod conditions;
 pub mod context;
 pub mod crds;
+pub mod derived;
 pub mod events;
 pub mod plan;
 pub mod schedules;
@@ -304,7 +305,10 @@ async fn run_steps(ctx: &Context, vi: &VeleroInstall, desired: &DesiredInstall) 
     };
     let crds = apply_velero_objects(ctx, vi, desired, &facts, mode).await?;
     let namespace = &desired.install.namespace;
-    let credentials = velero_credentials(ctx, namespace, &facts).await?;
+    let credentials = match &facts.credentials.derived {
+        Some(file) => derived::velero_credentials(ctx, &desired.install, &facts.credentials, file).await?,
+        None => velero_credentials(ctx, namespace, &facts).await?,
+    };
     let velero = velero_rollout(ctx, namespace, &crds).await?;
     record_pass(ctx, vi, bucket, credentials, velero).await
 }
@@ -569,6 +573,14 @@ fn velero_facts(
                 ),
             ))
         }
+        Err(ShortLivedError::MissingInSection(fields)) => Err(Report::fail(
+            CREDENTIALS_READY,
+            "ShortLivedIdentityMissing",
+            format!(
+                "the cluster issues only short-lived cloud credentials; set {} so Velero's credentials can be requested",
+                fields.join(" and ")
+            ),
+        )),
         Err(ShortLivedError::NotSupported) => Err(Report::fail(
             CREDENTIALS_READY,
             "ShortLivedCredentialsNotSupported",

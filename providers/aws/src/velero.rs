@@ -159,6 +159,7 @@ pub(crate) fn credentials_wiring() -> CredentialsWiring {
         mount_path: CREDENTIALS_MOUNT.into(),
         secret_key: CREDENTIALS_KEY.into(),
         env: vec![("AWS_SHARED_CREDENTIALS_FILE".into(), format!("{CREDENTIALS_MOUNT}/{CREDENTIALS_KEY}"))],
+        derived: None,
     }
 }
 

@@ -6,7 +6,7 @@
 //! `azure_client_secret` (a service principal with a client secret) or
 //! `azure_federated_token_file` (Azure workload identity on token-based clusters: the file names
 //! the projected service-account token exchanged for an Entra ID token), plus the cluster facts
-//! `azure_subscription_id`, `azure_resource_group` and `azure_region`.
+//! `azure_subscription_id`, `azure_resourcegroup` and `azure_region`.
 //!
 //! For emulators and local runs (Azurite in `make demo` and the tests), a file
 //! `azure_bearer_token` holding a pre-issued token is used as it is, before the other layouts;
@@ -50,8 +50,9 @@ pub const TENANT_ID_FILE: &str = "azure_tenant_id";
 pub const FEDERATED_TOKEN_FILE: &str = "azure_federated_token_file";
 /// File holding the subscription ID.
 pub const SUBSCRIPTION_ID_FILE: &str = "azure_subscription_id";
-/// File holding the cluster's resource group.
-pub const RESOURCE_GROUP_FILE: &str = "azure_resource_group";
+/// File holding the cluster's resource group (the credential operator spells it without an
+/// underscore between "resource" and "group"; service principal mode only).
+pub const RESOURCE_GROUP_FILE: &str = "azure_resourcegroup";
 /// File holding the region.
 pub const REGION_FILE: &str = "azure_region";
 

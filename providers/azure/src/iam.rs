@@ -77,7 +77,7 @@ mod tests {
         assert_eq!(spec["permissions"], json!(operator_permissions()));
         assert!(spec.get("dataPermissions").is_none());
         assert_eq!(permission_of("SetContainerMetadata"), Some(CONTAINERS_WRITE));
-        assert_eq!(permission_of("SetContainerACL"), None, "the ACL needs the account key; never called");
+        assert_eq!(permission_of("SetContainerACL"), None, "public access is reported, never corrected");
         assert_eq!(permission_of("DeleteContainer"), None);
     }
 }

@@ -15,7 +15,7 @@
 //!
 //! Storage accounts are management-plane resources (no maintained Rust SDK): the operator does not
 //! create them and cannot change account-level settings. It claims buckets and recovery; public
-//! access (changeable with the account key only), default encryption (always on, key chosen by
+//! access (checked and reported, not corrected: see `store`), default encryption (always on, key chosen by
 //! the account), customer-managed keys, lifecycle management, versioning and minimum TLS are left
 //! to the account ([`ACCOUNT_SETTINGS`]).
 
@@ -50,7 +50,7 @@ pub use spec::AzureSpec;
 pub use store::{SOFT_DELETE_RETENTION_DAYS, metadata_key, owner_metadata, tags_of};
 pub use velero::{
     VELERO_CREDENTIALS_KEY, VELERO_DATA_PERMISSIONS, VELERO_PERMISSIONS, VELERO_PLUGIN_IMAGE, VeleroAzure,
-    credentials_request_spec, credentials_request_spec_workload_identity, velero_credentials_file,
+    credentials_request_spec, credentials_request_spec_workload_identity, derived_credentials,
 };
 
 use crate::{metering::Blob, store::BlobStore};
@@ -167,23 +167,73 @@ impl AzurePlatform {
     /// What Velero is told about the account; the subscription is read from the operator's
     /// credentials secret (the credential operator writes it there).
     fn velero_azure(&self, spec: &AzureSpec) -> VeleroAzure {
-        let file = |name: &str| {
-            std::fs::read_to_string(self.credentials_dir.join(name))
-                .ok()
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-        };
-        let resource_group = spec
-            .resource_group
-            .clone()
-            .or_else(|| self.settings.resource_group.clone())
-            .or_else(|| file(credentials::RESOURCE_GROUP_FILE));
+        let file = |name: &str| self.credentials_file(name);
+        let cluster_resource_group =
+            self.settings.resource_group.clone().or_else(|| file(credentials::RESOURCE_GROUP_FILE));
         VeleroAzure {
             storage_account: spec.storage_account.clone(),
-            resource_group,
+            resource_group: spec.resource_group.clone().or_else(|| cluster_resource_group.clone()),
+            cluster_resource_group,
             subscription_id: file(credentials::SUBSCRIPTION_ID_FILE),
         }
     }
+}
+
+impl AzurePlatform {
+    /// A value of the operator's own credentials secret (mounted files).
+    fn credentials_file(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.credentials_dir.join(name))
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Velero's federated identity on a token-based cluster: the client ID from the section,
+    /// tenant and subscription from the section or else the operator's own credentials (the
+    /// same tenant and subscription on a cluster installed with workload identity).
+    fn workload_identity(&self, spec: &AzureSpec) -> std::result::Result<WorkloadIdentity, ShortLivedError> {
+        let tenant = spec.tenant_id.clone().or_else(|| self.credentials_file(credentials::TENANT_ID_FILE));
+        let subscription =
+            spec.subscription_id.clone().or_else(|| self.credentials_file(credentials::SUBSCRIPTION_ID_FILE));
+        match (spec.velero_client_id.clone(), tenant, subscription) {
+            (Some(client_id), Some(tenant_id), Some(subscription_id)) => {
+                Ok(WorkloadIdentity { client_id, tenant_id, subscription_id })
+            }
+            (client, tenant, subscription) => {
+                let field = |name: &str| format!("spec.{}.{name}", spec::SECTION_KEY);
+                let mut missing = Vec::new();
+                if client.is_none() {
+                    missing.push(field("veleroClientID"));
+                }
+                if tenant.is_none() {
+                    missing.push(format!(
+                        "{} (the operator's credentials have no {})",
+                        field("tenantID"),
+                        credentials::TENANT_ID_FILE
+                    ));
+                }
+                if subscription.is_none() {
+                    missing.push(format!(
+                        "{} (the operator's credentials have no {})",
+                        field("subscriptionID"),
+                        credentials::SUBSCRIPTION_ID_FILE
+                    ));
+                }
+                Err(ShortLivedError::MissingInSection(missing))
+            }
+        }
+    }
+}
+
+/// The identity Velero's projected token is exchanged for under workload identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadIdentity {
+    /// The managed identity's (or app registration's) client ID.
+    pub client_id: String,
+    /// Its tenant.
+    pub tenant_id: String,
+    /// The subscription of the cluster's disks.
+    pub subscription_id: String,
 }
 
 /// Builds an [`AzurePlatform`] with non-default parts.
@@ -294,12 +344,12 @@ impl Platform for AzurePlatform {
         Capabilities {
             buckets: true,
             recovery: true,
-            // Checked and reported, but only the account key can change it: not claimed.
+            // Checked and reported, not corrected (see the store module): not claimed.
             public_access_block: false,
             lifecycle_rules: false,
             default_encryption: false,
             kms: false,
-            workload_identity: false,
+            workload_identity: true,
         }
     }
 
@@ -320,18 +370,30 @@ impl Platform for AzurePlatform {
     }
 
     fn velero(&self, input: &VeleroInput<'_>) -> std::result::Result<VeleroFacts, ShortLivedError> {
-        if input.short_lived.is_some() {
-            // Velero's AzureProviderSpec needs the federated identity's client ID, which no
-            // short-lived input carries yet.
-            return Err(ShortLivedError::NotSupported);
-        }
         // The section was validated before this call; an unusable one yields no account.
         let spec = spec::parse(input.section).unwrap_or_default();
+        let derived =
+            velero::derived_credentials(self.settings.resource_group.as_deref(), self.settings.cloud);
+        let (credentials_request, credentials) = match input.short_lived {
+            None => (velero::credentials_request_spec(), velero::credentials_wiring(derived)),
+            Some(_) => {
+                let identity = self.workload_identity(&spec)?;
+                (
+                    velero::credentials_request_spec_workload_identity(
+                        &identity.client_id,
+                        &identity.tenant_id,
+                        &identity.subscription_id,
+                        &self.region,
+                    ),
+                    velero::workload_identity_wiring(derived, &identity),
+                )
+            }
+        };
         Ok(VeleroFacts {
             plugin_image: VELERO_PLUGIN_IMAGE.to_owned(),
             location: velero::location_config(&self.velero_azure(&spec), input.bucket),
-            credentials_request: velero::credentials_request_spec(),
-            credentials: velero::credentials_wiring(),
+            credentials_request,
+            credentials,
         })
     }
 
@@ -361,6 +423,8 @@ mvo_core::register_provider!(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use serde_json::json;
 
     use super::*;
@@ -418,10 +482,7 @@ mod tests {
         assert!((SECTION.validate)(&json!({"storageAccount": "Bad-Name"})).is_err());
         assert!((SECTION.validate)(&Value::Null).is_ok());
         let missing = platform.capabilities().missing();
-        assert_eq!(
-            missing,
-            ["lifecycle_rules", "public_access_block", "default_encryption", "kms", "workload_identity"]
-        );
+        assert_eq!(missing, ["lifecycle_rules", "public_access_block", "default_encryption", "kms"]);
     }
 
     #[tokio::test]
@@ -451,8 +512,46 @@ mod tests {
         );
         assert_eq!(facts.location.backup_config.get("resourceGroup").map(String::as_str), Some("cluster-rg"));
         assert_eq!(facts.credentials_request["kind"], "AzureProviderSpec");
+        assert_eq!(
+            facts.credentials.secret_name(),
+            mvo_core::velero::VELERO_DERIVED_CREDENTIALS_SECRET,
+            "Velero mounts the rendered file"
+        );
         let short = mvo_core::ShortLivedInput::default();
         let err = platform.velero(&VeleroInput { bucket: "c", section: &section, short_lived: Some(&short) });
-        assert_eq!(err.expect_err("not wired"), ShortLivedError::NotSupported);
+        let Err(ShortLivedError::MissingInSection(missing)) = err else { panic!("{err:?}") };
+        assert_eq!(missing.len(), 3, "{missing:?}");
+        assert_eq!(missing[0], "spec.azure.veleroClientID");
+        assert!(missing[1].starts_with("spec.azure.tenantID (") && missing[1].contains("azure_tenant_id"));
+
+        let (app, tenant, sub) = (
+            "11111111-2222-3333-4444-555555555555",
+            "66666666-7777-8888-9999-000000000000",
+            "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
+        );
+        let section = json!({"storageAccount": "veleroacct", "veleroClientID": app, "tenantID": tenant, "subscriptionID": sub});
+        let facts = platform
+            .velero(&VeleroInput { bucket: "c", section: &section, short_lived: Some(&short) })
+            .expect("workload identity");
+        let request = &facts.credentials_request;
+        assert_eq!(
+            (
+                &request["azureClientID"],
+                &request["azureTenantID"],
+                &request["azureSubscriptionID"],
+                &request["azureRegion"]
+            ),
+            (&json!(app), &json!(tenant), &json!(sub), &json!("eastus"))
+        );
+        let env: BTreeMap<&str, &str> =
+            facts.credentials.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(env.get("AZURE_CLIENT_ID"), Some(&app));
+        assert_eq!(env.get("AZURE_TENANT_ID"), Some(&tenant));
+        assert_eq!(env.get("AZURE_FEDERATED_TOKEN_FILE"), Some(&mvo_core::velero::CLOUD_TOKEN_PATH));
+        assert_eq!(env.get("AZURE_CREDENTIALS_FILE"), Some(&"/credentials/cloud"));
+        assert!(
+            facts.credentials.derived.is_some(),
+            "subscription, group and cloud still come from the file"
+        );
     }
 }

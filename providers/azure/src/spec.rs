@@ -1,5 +1,6 @@
 //! The Azure section of the `VeleroInstall` spec (`spec.azure`), owned by this provider: the
-//! storage account the container lives in and its resource group. Its JSON schema is merged into
+//! storage account the container lives in and its resource group, and on token-based clusters
+//! the identity Velero's federated token is exchanged for. Its JSON schema is merged into
 //! the CRD (so the API server refuses a bad account name) and its value reaches the provider on
 //! every reconcile; [`validate`] checks again what a schema-less caller could pass.
 
@@ -28,6 +29,32 @@ pub struct AzureSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 90), regex(pattern = r"^[-\w._()]*[-\w_()]$"))]
     pub resource_group: Option<String>,
+    /// Token-based clusters only: the client ID of the managed identity (or app registration)
+    /// Velero's federated token is exchanged for. The administrator creates it with a federated
+    /// credential for `system:serviceaccount:openshift-velero:velero`, audience `openshift`.
+    #[serde(rename = "veleroClientID", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$"))]
+    pub velero_client_id: Option<String>,
+    /// Token-based clusters only: the tenant of that identity, when it is not the one in the
+    /// operator's own credentials.
+    #[serde(rename = "tenantID", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$"))]
+    pub tenant_id: Option<String>,
+    /// Token-based clusters only: the subscription of the cluster's disks, when it is not the one
+    /// in the operator's own credentials.
+    #[serde(rename = "subscriptionID", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$"))]
+    pub subscription_id: Option<String>,
+}
+
+/// Whether `value` is a GUID (`8-4-4-4-12` hex digits), the form of Entra ID and subscription IDs.
+fn is_guid(value: &str) -> bool {
+    let groups: Vec<&str> = value.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// Why a section cannot be used: the JSON path of the field and what is wrong.
@@ -66,6 +93,20 @@ pub fn parse(section: &Value) -> Result<AzureSpec, Invalid> {
             ),
         });
     }
+    for (name, value) in [
+        ("veleroClientID", &spec.velero_client_id),
+        ("tenantID", &spec.tenant_id),
+        ("subscriptionID", &spec.subscription_id),
+    ] {
+        if let Some(value) = value
+            && !is_guid(value)
+        {
+            return Err(Invalid {
+                field: format!("spec.{SECTION_KEY}.{name}"),
+                message: format!("{value:?} is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"),
+            });
+        }
+    }
     Ok(spec)
 }
 
@@ -85,6 +126,11 @@ mod tests {
         assert_eq!(err.field, "spec.azure.storageAccount");
         let err = parse(&json!({"resourceGroup": "rg."})).expect_err("bad group");
         assert_eq!(err.field, "spec.azure.resourceGroup");
+        let id = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+        let spec = parse(&json!({"veleroClientID": id, "tenantID": id})).expect("GUIDs");
+        assert_eq!(spec.velero_client_id.as_deref(), Some(id));
+        let err = parse(&json!({"veleroClientID": "velero"})).expect_err("not a GUID");
+        assert_eq!(err.field, "spec.azure.veleroClientID");
         let err = parse(&json!({"storageAcount": "typo"})).expect_err("unknown field");
         assert_eq!(err.field, "spec.azure");
     }

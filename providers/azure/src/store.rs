@@ -7,11 +7,13 @@
 //! element is sent). Recovery lists the account's containers with their metadata and matches both
 //! marks exactly.
 //!
-//! Public access is checked, not corrected: Azure Storage accepts Get/Set Container ACL (the only
-//! data-plane call that changes a container's anonymous access) with the account key only, never
-//! with an Entra ID token (Azurite refuses it the same way), and the operator holds no account
-//! key. A container found public is reported as [`Error::Refused`] naming what to change, and
-//! nothing is written to it.
+//! Public access is checked, not corrected. Set Container ACL is the only data-plane call that
+//! changes a container's anonymous access. Azure Storage has accepted it with an Entra ID token
+//! since August 2025 (RBAC action `containers/setAcl/action`), but Azurite 3.35, the emulator
+//! these tests run against, serves Get/Set Container ACL with the account key only (its token
+//! authenticator skips both: `AuthorizationFailure`, pinned by the store tests), so a correction
+//! could not be tested and is not made. A container found public is reported as
+//! [`Error::Refused`] naming what to change, and nothing is written to it.
 //!
 //! A compliant container costs two reads and no write. Nothing is ever deleted: [`Blob`] cannot
 //! issue a container or blob delete.
@@ -266,9 +268,9 @@ impl ObjectStore for BlobStore {
         if container.access.is_some() {
             return Err(Error::Refused {
                 message: format!(
-                    "container {:?} allows anonymous access; Azure lets only the account key or Azure Resource \
-                     Manager change that: set its public access level to private, or disallow blob public access \
-                     on the storage account",
+                    "container {:?} allows anonymous access; the operator reports it and does not change it: \
+                     set its public access level to private, or disallow blob public access on the storage \
+                     account",
                     spec.name
                 ),
             });

@@ -106,6 +106,7 @@ pub(crate) fn credentials_wiring() -> CredentialsWiring {
             "GOOGLE_APPLICATION_CREDENTIALS".into(),
             format!("{CREDENTIALS_MOUNT}/{CREDENTIALS_KEY}"),
         )],
+        derived: None,
     }
 }
 

@@ -253,8 +253,9 @@ impl Backdoor for AzuriteBackdoor {
     }
 
     async fn set_public_access(&self, _name: &str, _block: PublicAccessBlock) -> Result<()> {
-        // Set Container ACL takes the account key only; the provider and this backdoor hold an
-        // Entra ID token (a public container is made at creation instead, see the store tests).
+        // Azurite serves Set Container ACL with the account key only; the provider and this
+        // backdoor hold an Entra ID token (a public container is made at creation instead, see
+        // the store tests).
         Self::unsupported("change a container's public access with an Entra ID token (account key only)")
     }
 
