@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 
 use kube::{Api, Client, runtime::events::Reporter};
+use mvo_core::{Registry, RegistryError};
 use tracing::{info, warn};
 
 use crate::{
@@ -23,8 +24,29 @@ use crate::{
     telemetry::{self, LogStyle},
 };
 
+/// The providers `run` and `plan` choose from: [`Registry::global`], the linked ones, unless a
+/// caller of [`main_with`] brings its own.
+pub type Providers = fn() -> Result<&'static Registry, RegistryError>;
+
+/// Runs `main` to completion on the operator's tokio runtime: a single thread. The operator
+/// reconciles one object and waits on the network; worker threads only added their stacks and
+/// malloc arenas (README "Footprint": 1.3 MiB less resident than 2 workers, latencies equal).
+pub fn block_on(main: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(main),
+        Err(err) => report(LogStyle::detect(LogFormat::Auto), &err, 1),
+    }
+}
+
 /// Runs the parsed command line and returns the process exit code.
 pub async fn main(cli: Cli) -> ExitCode {
+    main_with(cli, Registry::global).await
+}
+
+/// [`main`] with the providers of `providers` instead of the linked ones: `make bench` runs the
+/// GCP provider on the testkit's in-memory GCS control plane this way (no emulator speaks the
+/// gRPC API of GCS).
+pub async fn main_with(cli: Cli, providers: Providers) -> ExitCode {
     if cli.print_version {
         return print(&version_text(&providers::registered_platforms()));
     }
@@ -36,11 +58,11 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Version => print(&version_text(&providers::registered_platforms())),
         Command::Plan => {
             let style = telemetry::init_logging(cli.run.log_format);
-            finish(style, plan(cli.run).await)
+            finish(style, plan(cli.run, providers).await)
         }
         Command::Run => {
             let style = telemetry::init_logging(cli.run.log_format);
-            finish(style, run(cli.run).await)
+            finish(style, run(cli.run, providers).await)
         }
     }
 }
@@ -120,7 +142,7 @@ struct Prepared {
 }
 
 /// The startup checks of SPEC section 2, shared by `run` and `plan`.
-async fn prepare(args: &RunArgs) -> Result<Prepared, RunError> {
+async fn prepare(args: &RunArgs, providers: Providers) -> Result<Prepared, RunError> {
     if args.namespace != OPERATOR_NAMESPACE && !args.allow_any_namespace {
         return Err(StartupError::WrongNamespace {
             expected: OPERATOR_NAMESPACE,
@@ -133,7 +155,7 @@ async fn prepare(args: &RunArgs) -> Result<Prepared, RunError> {
         kube::Config::infer().await.map_err(|e| anyhow::Error::new(e).context("reading the kubeconfig"))?;
     let client = Client::try_from(health::with_deadlines(config))
         .map_err(|e| anyhow::Error::new(e).context("connecting to Kubernetes"))?;
-    let registry = mvo_core::Registry::global().map_err(StartupError::UnsupportedPlatform)?;
+    let registry = providers().map_err(StartupError::UnsupportedPlatform)?;
     let retry_for = startup::STARTUP_RETRY_FOR;
     let facts =
         match startup::retry_transient("facts", retry_for, || startup::discover_facts(&client, registry))
@@ -174,8 +196,8 @@ async fn prepare(args: &RunArgs) -> Result<Prepared, RunError> {
 }
 
 /// `plan`: one read-only reconcile of VeleroInstall/cluster, printing what it would change.
-pub async fn plan(args: RunArgs) -> Result<(), RunError> {
-    let Prepared { client, facts, platform, short_lived } = prepare(&args).await?;
+pub async fn plan(args: RunArgs, providers: Providers) -> Result<(), RunError> {
+    let Prepared { client, facts, platform, short_lived } = prepare(&args, providers).await?;
     let installs: Api<VeleroInstall> = Api::namespaced(client.clone(), &args.namespace);
     let Some(install) = installs
         .get_opt(RECONCILED_NAME)
@@ -206,9 +228,9 @@ pub async fn plan(args: RunArgs) -> Result<(), RunError> {
 }
 
 /// `run`: startup checks of SPEC section 2, then the controller until SIGTERM.
-pub async fn run(args: RunArgs) -> Result<(), RunError> {
+pub async fn run(args: RunArgs, providers: Providers) -> Result<(), RunError> {
     let shutdown = shutdown_signal().map_err(|e| e.context("installing signal handlers"))?.shared();
-    let Prepared { client, facts, platform, short_lived } = prepare(&args).await?;
+    let Prepared { client, facts, platform, short_lived } = prepare(&args, providers).await?;
     let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(
         Context::new(client.clone(), platform, facts.infrastructure_name, reporter)

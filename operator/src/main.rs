@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use mvo_operator::{app, cli::Cli};
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    app::main(Cli::parse_global()).await
+fn main() -> ExitCode {
+    app::block_on(app::main(Cli::parse_global()))
 }

@@ -1,6 +1,7 @@
 //! The local environment as `make demo` and `make bench` use it: a real API server and moto,
 //! an AWS-like cluster (or, with `MVO_DEMO_CLOUD=azure`, an Azure cluster whose storage account
-//! is a real Azurite), credentials for the operator, the operator binary, and the parts of a
+//! is a real Azurite; for the bench also a GCP cluster, whose operator brings the in-memory GCS
+//! control plane), credentials for the operator, the operator binary, and the parts of a
 //! cluster the test API server lacks (credential operator, Job controller, kubelet).
 
 use std::{
@@ -31,6 +32,12 @@ pub const INFRA: &str = "demo-cluster-x8k2p";
 pub const AZURE_REGION: &str = "eastus";
 #[allow(dead_code, reason = "used by make demo with MVO_DEMO_CLOUD=azure; the other examples run on AWS")]
 pub const AZURE_RESOURCE_GROUP: &str = "demo-cluster-x8k2p-rg";
+
+/// The project and region of the GCP cluster (the bench's).
+#[allow(dead_code, reason = "used by make bench; the other examples run on AWS or Azure")]
+pub const GCP_PROJECT: &str = "demo-project";
+#[allow(dead_code, reason = "used by make bench; the other examples run on AWS or Azure")]
+pub const GCP_REGION: &str = "europe-west4";
 
 /// The cloud the local cluster runs on: AWS (moto) unless `MVO_DEMO_CLOUD=azure` (Azurite).
 #[allow(dead_code, reason = "used by make demo with MVO_DEMO_CLOUD=azure; the other examples run on AWS")]
@@ -75,6 +82,8 @@ pub struct Local {
     pub s3: S3Env,
     /// Set on an Azure cluster: the storage account's Blob service.
     pub azurite: Option<AzuriteEnv>,
+    /// Set on a GCP cluster (the GCS control plane lives in the operator process).
+    pub gcp: bool,
     pub client: Client,
     pub work: PathBuf,
     pub credentials: PathBuf,
@@ -109,7 +118,7 @@ impl Local {
         std::fs::write(credentials.join("aws_secret_access_key"), "demo-secret-key")?;
         // The operator runs as its ServiceAccount with exactly deploy/'s RBAC.
         kube.operator_kubeconfig(&[]).await?;
-        Ok(Local { kube, s3, azurite: None, client, work, credentials })
+        Ok(Local { kube, s3, azurite: None, gcp: false, client, work, credentials })
     }
 
     /// The same environment as an Azure cluster: `Infrastructure` of type Azure (resource group
@@ -150,9 +159,29 @@ impl Local {
         Ok(local)
     }
 
+    /// The same environment as a GCP cluster (project and region in `platformStatus.gcp`), for
+    /// an operator that brings its own GCS control plane (`examples/gcp_plane_operator.rs`).
+    #[allow(dead_code, reason = "used by make bench; the other examples run on AWS or Azure")]
+    pub async fn start_gcp() -> anyhow::Result<Local> {
+        let mut local = Self::start().await?;
+        let infra: Api<Infrastructure> = Api::all(local.client.clone());
+        let status = json!({"apiVersion": "config.openshift.io/v1", "kind": "Infrastructure", "status": {
+            "infrastructureName": INFRA, "platformStatus": {"type": "GCP",
+            "gcp": {"projectID": GCP_PROJECT, "region": GCP_REGION}}}});
+        infra.patch_status("cluster", &apply(), &Patch::Apply(&status)).await?;
+        local.gcp = true;
+        Ok(local)
+    }
+
     /// `managed-velero-operator <args>` against this environment.
+    #[allow(dead_code, reason = "the bench names the binary of each build it measures")]
     pub fn operator(&self, args: &[&str]) -> anyhow::Result<Command> {
-        let mut command = Command::new(operator_binary()?);
+        Ok(self.operator_at(operator_binary()?, args))
+    }
+
+    /// `binary <args>` (an operator build) against this environment.
+    pub fn operator_at(&self, binary: PathBuf, args: &[&str]) -> Command {
+        let mut command = Command::new(binary);
         command
             .args(args)
             .env("KUBECONFIG", self.kube.operator_kubeconfig_path())
@@ -163,7 +192,7 @@ impl Local {
         if self.azurite.is_some() {
             command.env("MVO_TRUSTED_CA_BUNDLE", self.work.join("tls-ca-bundle.pem"));
         }
-        Ok(command)
+        command
     }
 
     /// The cloud endpoint the operator is pointed at: moto, or Azurite on an Azure cluster.
@@ -192,9 +221,11 @@ impl Local {
     /// the Deployment available. Waits for the Job and Deployment the operator creates.
     pub async fn play_cluster_controllers(&self) -> anyhow::Result<()> {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), NAMESPACE);
-        // What the credential operator writes: an AWS credentials file, or on Azure one key per
-        // value (the operator renders Velero's AZURE_* file from them into its own secret).
+        // What the credential operator writes: an AWS credentials file, a service account key on
+        // GCP, or on Azure one key per value (the operator renders Velero's AZURE_* file from them
+        // into its own secret).
         let data = match self.azurite {
+            None if self.gcp => json!({"service_account.json": "{\"type\": \"service_account\"}"}),
             Some(_) => json!({
                 "azure_subscription_id": "00000000-0000-0000-0000-0000000000de", "azure_tenant_id": "demo",
                 "azure_client_id": "demo", "azure_client_secret": "demo", "azure_region": AZURE_REGION,
