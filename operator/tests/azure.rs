@@ -8,7 +8,7 @@
 //! API server lacks. No Entra ID emulator exists: the credentials secret holds a pre-issued
 //! token (`azure_bearer_token`) that Azurite accepts.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -135,14 +135,15 @@ async fn play_cluster_controllers(client: &Client) {
         .expect("rollout");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_azure_cluster_reaches_ready_with_a_private_container_in_the_named_account() {
-    let env = KubeEnv::start().expect("test API server (run `make testenv`)");
-    let azurite = AzuriteEnv::start().expect("Azurite (run `make testenv`)");
-    let client = env.client().await.expect("client");
-    azure_cluster(&client).await;
-
-    let work = std::env::temp_dir().join(format!("mvo-azure-op-{}", uuid::Uuid::new_v4().simple()));
+/// The operator binary as its ServiceAccount, on Azurite with a bearer token and the subscription
+/// in its credentials directory (no tenant); returns the process, its log file, the token and
+/// the work directory (`credentials/`, `tls-ca-bundle.pem`).
+async fn start_operator(
+    env: &KubeEnv,
+    azurite: &AzuriteEnv,
+    name: &str,
+) -> (tokio::process::Child, PathBuf, String, PathBuf) {
+    let work = std::env::temp_dir().join(format!("mvo-azure-{name}-{}", uuid::Uuid::new_v4().simple()));
     let credentials = work.join("credentials");
     std::fs::create_dir_all(&credentials).expect("dir");
     let token = AzuriteEnv::bearer_token(Duration::from_secs(3600));
@@ -151,7 +152,7 @@ async fn an_azure_cluster_reaches_ready_with_a_private_container_in_the_named_ac
     let bundle = work.join("tls-ca-bundle.pem");
     std::fs::write(&bundle, azurite.ca_pem()).expect("CA bundle");
     let log = work.join("operator.log");
-    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_managed-velero-operator"))
+    let operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_managed-velero-operator"))
         .args(["run", "--leader-election", "false", "--metrics-addr", "127.0.0.1:0", "--log-format", "text"])
         .env("KUBECONFIG", env.operator_kubeconfig(&[]).await.expect("operator kubeconfig"))
         .env("WATCH_NAMESPACE", NAMESPACE)
@@ -164,6 +165,18 @@ async fn an_azure_cluster_reaches_ready_with_a_private_container_in_the_named_ac
         .kill_on_drop(true)
         .spawn()
         .expect("operator starts");
+    (operator, log, token, work)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_azure_cluster_reaches_ready_with_a_private_container_in_the_named_account() {
+    let env = KubeEnv::start().expect("test API server (run `make testenv`)");
+    let azurite = AzuriteEnv::start().expect("Azurite (run `make testenv`)");
+    let client = env.client().await.expect("client");
+    azure_cluster(&client).await;
+
+    let (mut operator, log, token, work) = start_operator(&env, &azurite, "op").await;
+    let (credentials, bundle) = (work.join("credentials"), work.join("tls-ca-bundle.pem"));
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
 
     // Without the account: the condition names the field to set, nothing is created.
@@ -363,28 +376,7 @@ async fn a_token_based_azure_cluster_gives_velero_a_federated_identity() {
     token_based(&client).await;
 
     // The operator's own credentials carry the subscription but (here) no tenant.
-    let work = std::env::temp_dir().join(format!("mvo-azure-wi-{}", uuid::Uuid::new_v4().simple()));
-    let credentials = work.join("credentials");
-    std::fs::create_dir_all(&credentials).expect("dir");
-    let token = AzuriteEnv::bearer_token(Duration::from_secs(3600));
-    std::fs::write(credentials.join("azure_bearer_token"), &token).expect("token");
-    std::fs::write(credentials.join("azure_subscription_id"), SUBSCRIPTION).expect("subscription");
-    let bundle = work.join("tls-ca-bundle.pem");
-    std::fs::write(&bundle, azurite.ca_pem()).expect("CA bundle");
-    let log = work.join("operator.log");
-    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_managed-velero-operator"))
-        .args(["run", "--leader-election", "false", "--metrics-addr", "127.0.0.1:0", "--log-format", "text"])
-        .env("KUBECONFIG", env.operator_kubeconfig(&[]).await.expect("operator kubeconfig"))
-        .env("WATCH_NAMESPACE", NAMESPACE)
-        .env("MVO_CLOUD_ENDPOINT", azurite.endpoint())
-        .env("MVO_CREDENTIALS_DIR", &credentials)
-        .env("MVO_TRUSTED_CA_BUNDLE", &bundle)
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("operator starts");
+    let (mut operator, log, _, work) = start_operator(&env, &azurite, "wi").await;
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
 
     // Without Velero's identity: CredentialsReady names the section's fields, nothing requested.
