@@ -8,7 +8,11 @@
 //! API server lacks. No Entra ID emulator exists: the credentials secret holds a pre-issued
 //! token (`azure_bearer_token`) that Azurite accepts.
 
-use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -135,6 +139,20 @@ async fn play_cluster_controllers(client: &Client) {
         .expect("rollout");
 }
 
+/// The operator binary as its ServiceAccount against Azurite, with the credentials directory and
+/// CA bundle under `work` (see [`start_operator`]); the caller adds the subcommand.
+async fn operator_command(env: &KubeEnv, azurite: &AzuriteEnv, work: &Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_managed-velero-operator"));
+    command
+        .env("KUBECONFIG", env.operator_kubeconfig(&[]).await.expect("operator kubeconfig"))
+        .env("WATCH_NAMESPACE", NAMESPACE)
+        .env("MVO_CLOUD_ENDPOINT", azurite.endpoint())
+        .env("MVO_CREDENTIALS_DIR", work.join("credentials"))
+        .env("MVO_TRUSTED_CA_BUNDLE", work.join("tls-ca-bundle.pem"))
+        .env("NO_COLOR", "1");
+    command
+}
+
 /// The operator binary as its ServiceAccount, on Azurite with a bearer token and the subscription
 /// in its credentials directory (no tenant); returns the process, its log file, the token and
 /// the work directory (`credentials/`, `tls-ca-bundle.pem`).
@@ -152,14 +170,9 @@ async fn start_operator(
     let bundle = work.join("tls-ca-bundle.pem");
     std::fs::write(&bundle, azurite.ca_pem()).expect("CA bundle");
     let log = work.join("operator.log");
-    let operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_managed-velero-operator"))
+    let operator = operator_command(env, azurite, &work)
+        .await
         .args(["run", "--leader-election", "false", "--metrics-addr", "127.0.0.1:0", "--log-format", "text"])
-        .env("KUBECONFIG", env.operator_kubeconfig(&[]).await.expect("operator kubeconfig"))
-        .env("WATCH_NAMESPACE", NAMESPACE)
-        .env("MVO_CLOUD_ENDPOINT", azurite.endpoint())
-        .env("MVO_CREDENTIALS_DIR", &credentials)
-        .env("MVO_TRUSTED_CA_BUNDLE", &bundle)
-        .env("NO_COLOR", "1")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"))
         .kill_on_drop(true)
@@ -176,7 +189,7 @@ async fn an_azure_cluster_reaches_ready_with_a_private_container_in_the_named_ac
     azure_cluster(&client).await;
 
     let (mut operator, log, token, work) = start_operator(&env, &azurite, "op").await;
-    let (credentials, bundle) = (work.join("credentials"), work.join("tls-ca-bundle.pem"));
+    let credentials = work.join("credentials");
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
 
     // Without the account: the condition names the field to set, nothing is created.
@@ -314,14 +327,9 @@ async fn an_azure_cluster_reaches_ready_with_a_private_container_in_the_named_ac
         .delete("velero-cloud-credentials", &Default::default())
         .await
         .expect("delete the rendered secret");
-    let plan = tokio::process::Command::new(env!("CARGO_BIN_EXE_managed-velero-operator"))
+    let plan = operator_command(&env, &azurite, &work)
+        .await
         .args(["plan", "--log-format", "text"])
-        .env("KUBECONFIG", env.operator_kubeconfig(&[]).await.expect("operator kubeconfig"))
-        .env("WATCH_NAMESPACE", NAMESPACE)
-        .env("MVO_CLOUD_ENDPOINT", azurite.endpoint())
-        .env("MVO_CREDENTIALS_DIR", &credentials)
-        .env("MVO_TRUSTED_CA_BUNDLE", &bundle)
-        .env("NO_COLOR", "1")
         .output()
         .await
         .expect("plan runs");
@@ -334,37 +342,6 @@ async fn an_azure_cluster_reaches_ready_with_a_private_container_in_the_named_ac
     std::fs::remove_dir_all(&work).expect("cleanup");
 }
 
-/// Marks the cluster token-based as the installer does for workload identity: the credential
-/// operator in Manual mode and a service-account issuer.
-async fn token_based(client: &Client) {
-    for (api_version, kind, plural, spec) in [
-        (
-            "operator.openshift.io/v1",
-            "CloudCredential",
-            "cloudcredentials",
-            json!({"credentialsMode": "Manual"}),
-        ),
-        (
-            "config.openshift.io/v1",
-            "Authentication",
-            "authentications",
-            json!({"serviceAccountIssuer": "https://oidc.example.com/c1"}),
-        ),
-    ] {
-        let (group, version) = api_version.split_once('/').expect("group/version");
-        let resource = kube::api::ApiResource::from_gvk_with_plural(
-            &kube::api::GroupVersionKind::gvk(group, version, kind),
-            plural,
-        );
-        let object =
-            json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": "cluster"}, "spec": spec});
-        Api::<DynamicObject>::all_with(client.clone(), &resource)
-            .patch("cluster", &apply(), &Patch::Apply(&object))
-            .await
-            .expect("token-based facts");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_based_azure_cluster_gives_velero_a_federated_identity() {
     const APP: &str = "11111111-2222-3333-4444-555555555555";
@@ -373,7 +350,7 @@ async fn a_token_based_azure_cluster_gives_velero_a_federated_identity() {
     let azurite = AzuriteEnv::start().expect("Azurite (run `make testenv`)");
     let client = env.client().await.expect("client");
     azure_cluster(&client).await;
-    token_based(&client).await;
+    mvo_testkit::env::mark_token_based(&client).await.expect("token-based facts");
 
     // The operator's own credentials carry the subscription but (here) no tenant.
     let (mut operator, log, _, work) = start_operator(&env, &azurite, "wi").await;

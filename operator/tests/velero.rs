@@ -340,31 +340,7 @@ async fn token_based_cluster() -> (KubeEnv, Client) {
     let client = env.client().await.expect("client");
     install(&client).await;
     assert!(!startup::discover_token_based(&client).await.expect("facts"), "no objects: long-lived");
-    let params = PatchParams::apply("installer").force();
-    for (api_version, kind, plural, spec) in [
-        (
-            "operator.openshift.io/v1",
-            "CloudCredential",
-            "cloudcredentials",
-            json!({"credentialsMode": "Manual"}),
-        ),
-        (
-            "config.openshift.io/v1",
-            "Authentication",
-            "authentications",
-            json!({"serviceAccountIssuer": "https://oidc.example.com/c1"}),
-        ),
-    ] {
-        let (group, version) = api_version.split_once('/').expect("group/version");
-        let resource = ApiResource::from_gvk_with_plural(
-            &kube::api::GroupVersionKind::gvk(group, version, kind),
-            plural,
-        );
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-        let object =
-            json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": "cluster"}, "spec": spec});
-        api.patch("cluster", &params, &Patch::Apply(&object)).await.expect("seed");
-    }
+    mvo_testkit::env::mark_token_based(&client).await.expect("seed");
     assert!(startup::discover_token_based(&client).await.expect("facts"), "Manual + issuer: token-based");
     (env, client)
 }

@@ -31,10 +31,11 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Config,
-    api::{ObjectMeta, Patch, PatchParams, PostParams},
+    api::{ApiResource, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
     runtime::wait::{await_condition, conditions::is_crd_established},
 };
+use serde_json::json;
 
 mod azurite;
 
@@ -547,6 +548,37 @@ pub async fn install_crds(
             Ok(Ok(_)) => {}
             _ => return Err(EnvError::CrdNotEstablished(name)),
         }
+    }
+    Ok(())
+}
+
+/// Marks the cluster token-based as the installer does for workload identity: the cluster's
+/// `CloudCredential` in `Manual` mode and an `Authentication` with a service-account issuer (the
+/// foreign CRDs must be installed).
+pub async fn mark_token_based(client: &Client) -> Result<(), EnvError> {
+    let params = PatchParams::apply("installer").force();
+    for (api_version, kind, plural, spec) in [
+        (
+            "operator.openshift.io/v1",
+            "CloudCredential",
+            "cloudcredentials",
+            json!({"credentialsMode": "Manual"}),
+        ),
+        (
+            "config.openshift.io/v1",
+            "Authentication",
+            "authentications",
+            json!({"serviceAccountIssuer": "https://oidc.example.com/c1"}),
+        ),
+    ] {
+        let (group, version) = api_version.split_once('/').unwrap_or_default();
+        let resource =
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+        let object =
+            json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": "cluster"}, "spec": spec});
+        Api::<DynamicObject>::all_with(client.clone(), &resource)
+            .patch("cluster", &params, &Patch::Apply(&object))
+            .await?;
     }
     Ok(())
 }
