@@ -174,13 +174,7 @@ impl InMemoryPlatform {
     /// The same account claiming only `claimed`: what a provider whose cloud cannot do everything
     /// looks like to the operator and the contract suite.
     pub fn claiming(self, claimed: Capabilities) -> Self {
-        let store = InMemoryStore {
-            cloud: self.store.cloud.clone(),
-            account: self.store.account.clone(),
-            region: self.store.region.clone(),
-            claimed,
-        };
-        InMemoryPlatform { store: Arc::new(store) }
+        InMemoryPlatform { store: Arc::new(InMemoryStore { claimed, ..(*self.store).clone() }) }
     }
 
     /// The cloud this platform lives in.
@@ -269,7 +263,7 @@ pub fn velero_facts(region: &str, bucket: &str) -> VeleroFacts {
 }
 
 /// The [`ObjectStore`] of one account.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct InMemoryStore {
     cloud: InMemoryCloud,
     account: String,
