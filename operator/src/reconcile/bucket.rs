@@ -207,19 +207,18 @@ async fn persist_name(
     Ok(())
 }
 
-/// Picks the bucket, persists its name, and ensures it, unless a check is not due.
+/// Picks the bucket, persists its name, and ensures it, unless a check is not due: `not_due` is
+/// the caller's [`next_check`] (`None` when due, and always in plan mode, which looks at the
+/// cloud).
 pub async fn ensure(
     ctx: &Context,
     vi: &VeleroInstall,
     desired: &DesiredInstall,
+    not_due: Option<Duration>,
     longest: Option<&LongLivedSchedule>,
 ) -> Result<BucketOutcome, Error> {
     let status = storage_status(vi);
-    let now = Timestamp::now();
-    // Plan mode always looks at the cloud.
-    if let (Some(name), Some(next_check_in), false) =
-        (&status.name, next_check(vi, desired, now), ctx.writer.is_plan())
-    {
+    if let (Some(name), Some(next_check_in)) = (&status.name, not_due) {
         return Ok(BucketOutcome::NotDue { name: name.clone(), next_check_in });
     }
     let store = ctx.object_store(vi)?;

@@ -321,10 +321,11 @@ async fn check_bucket(
     desired: &DesiredInstall,
     now: Timestamp,
 ) -> Result<Step<CheckedBucket>, Error> {
-    let due = ctx.writer.is_plan() || bucket::next_check(vi, desired, now).is_none();
+    // Plan mode always looks at the cloud.
+    let not_due = if ctx.writer.is_plan() { None } else { bucket::next_check(vi, desired, now) };
     // The retention Velero keeps backups for bounds the lifecycle expiry; read only when the
     // bucket is checked in this pass.
-    let longest = if due {
+    let longest = if not_due.is_none() {
         ctx.platform
             .credential_source()
             .credential()
@@ -334,7 +335,7 @@ async fn check_bucket(
     } else {
         None
     };
-    let refusal = match bucket::ensure(ctx, vi, desired, longest.as_ref()).await? {
+    let refusal = match bucket::ensure(ctx, vi, desired, not_due, longest.as_ref()).await? {
         BucketOutcome::Checked {
             name,
             report,
