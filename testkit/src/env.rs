@@ -119,16 +119,21 @@ fn cached_bin_dir(script: &str) -> Result<PathBuf, EnvError> {
     Ok(PathBuf::from(dir))
 }
 
-/// Starts a shell that kills `pids` once process `owner` is gone, so shared instances do not
-/// outlive the test binary that started them.
-fn spawn_watchdog(owner: u32, pids: &[u32]) -> Result<(), EnvError> {
+/// Starts a shell that kills `pids` once process `owner` is gone and then removes the instance's
+/// directory, so shared instances (never dropped: they live in statics) outlive neither the test
+/// binary that started them nor leave their data behind (an API server's etcd is ~60 MB).
+fn spawn_watchdog(owner: u32, pids: &[u32], dir: &InstanceDir) -> Result<(), EnvError> {
     let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
-    let script = format!(
+    let mut script = format!(
         "while kill -0 {owner} 2>/dev/null; do sleep 0.5; done; kill {pids} 2>/dev/null; sleep 2; kill -9 {pids} 2>/dev/null",
         pids = pids.join(" ")
     );
+    if std::env::var_os(KEEP_DIRS).is_none() {
+        script.push_str("; rm -rf \"$0\"");
+    }
     Command::new("sh")
         .args(["-c", &script])
+        .arg(&dir.0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -159,9 +164,12 @@ impl InstanceDir {
     }
 }
 
+/// Set to keep instance directories (etcd data, logs) after the instance stops.
+const KEEP_DIRS: &str = "MVO_TESTENV_KEEP";
+
 impl Drop for InstanceDir {
     fn drop(&mut self) {
-        if std::env::var_os("MVO_TESTENV_KEEP").is_none() {
+        if std::env::var_os(KEEP_DIRS).is_none() {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
@@ -182,7 +190,7 @@ impl KubeEnv {
     pub fn shared() -> Result<&'static KubeEnv, EnvError> {
         let env = SHARED_KUBE.get_or_init(|| {
             let env = KubeEnv::start().map_err(|e| e.to_string())?;
-            spawn_watchdog(std::process::id(), &env.pids).map_err(|e| e.to_string())?;
+            spawn_watchdog(std::process::id(), &env.pids, &env.dir).map_err(|e| e.to_string())?;
             Ok(env)
         });
         env.as_ref().map_err(|detail| EnvError::Start { what: "shared API server", detail: detail.clone() })
@@ -592,7 +600,7 @@ pub struct S3Env {
     /// Where moto records requests, for [`S3Env::start_recorded`] instances.
     recording: Option<PathBuf>,
     child: Option<Child>,
-    _dir: InstanceDir,
+    dir: InstanceDir,
 }
 
 static SHARED_S3: OnceLock<Result<S3Env, String>> = OnceLock::new();
@@ -602,7 +610,7 @@ impl S3Env {
     pub fn shared() -> Result<&'static S3Env, EnvError> {
         let env = SHARED_S3.get_or_init(|| {
             let env = S3Env::start().map_err(|e| e.to_string())?;
-            spawn_watchdog(std::process::id(), &[env.pid()]).map_err(|e| e.to_string())?;
+            spawn_watchdog(std::process::id(), &[env.pid()], &env.dir).map_err(|e| e.to_string())?;
             Ok(env)
         });
         env.as_ref().map_err(|detail| EnvError::Start { what: "shared moto server", detail: detail.clone() })
@@ -632,14 +640,8 @@ impl S3Env {
         let dir = InstanceDir::new("mvo-moto")?;
         let port = free_port()?;
         let recording = recorded.then(|| dir.0.join("recording.jsonl"));
-        let mut env = S3Env {
-            endpoint: format!("http://127.0.0.1:{port}"),
-            python,
-            port,
-            recording,
-            child: None,
-            _dir: dir,
-        };
+        let mut env =
+            S3Env { endpoint: format!("http://127.0.0.1:{port}"), python, port, recording, child: None, dir };
         env.spawn()?;
         env.wait_ready()?;
         Ok(env)
@@ -649,7 +651,7 @@ impl S3Env {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self._dir.0.join("moto.log"))
+            .open(self.dir.0.join("moto.log"))
             .map_err(io("creating moto.log"))?;
         let log_err = log.try_clone().map_err(io("creating moto.log"))?;
         let mut command = Command::new(&self.python);
@@ -708,7 +710,7 @@ impl S3Env {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                let log = std::fs::read_to_string(self._dir.0.join("moto.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(self.dir.0.join("moto.log")).unwrap_or_default();
                 return Err(EnvError::Start { what: "moto", detail: format!("exited with {status}: {log}") });
             }
             std::thread::sleep(Duration::from_millis(50));

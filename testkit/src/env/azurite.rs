@@ -41,7 +41,7 @@ impl AzuriteEnv {
     pub fn shared() -> Result<&'static AzuriteEnv, EnvError> {
         let env = SHARED_AZURITE.get_or_init(|| {
             let env = AzuriteEnv::start().map_err(|e| e.to_string())?;
-            spawn_watchdog(std::process::id(), &[env.pid()]).map_err(|e| e.to_string())?;
+            spawn_watchdog(std::process::id(), &[env.pid()], &env.dir).map_err(|e| e.to_string())?;
             Ok(env)
         });
         env.as_ref().map_err(|detail| EnvError::Start { what: "shared Azurite", detail: detail.clone() })
