@@ -95,8 +95,10 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
 /// Where the resident pages are, from `/proc/<pid>/smaps`, in KiB.
 #[derive(Debug, Default, Clone, Copy)]
 struct Breakdown {
-    /// Pages of the operator's own binary file: code and read-only data, shared with the page cache.
-    binary_file: u64,
+    /// Clean pages of the operator's code (`.text`), shared with the page cache.
+    binary_code: u64,
+    /// Clean pages of the binary's other mappings: read-only data, headers, unwind tables.
+    binary_rodata: u64,
     /// Pages of the binary's mappings that were written (relocated `.data.rel.ro`, `.data`, `.bss`).
     binary_dirty: u64,
     /// Shared libraries (libc, libm, the dynamic loader; none in the static musl image).
@@ -115,20 +117,24 @@ fn breakdown(pid: u32, binary: &Path) -> Option<Breakdown> {
     let binary = std::fs::canonicalize(binary).ok()?;
     let mut out = Breakdown::default();
     let mut path = String::new();
+    let mut executable = false;
     for line in smaps.lines() {
         let mut words = line.split_whitespace();
         let Some(first) = words.next() else { continue };
         if first.contains('-') && !first.ends_with(':') {
             // A mapping header: `start-end perms offset dev inode [path]`.
-            path = words.nth(4).unwrap_or_default().to_owned();
+            executable = words.next().is_some_and(|perms| perms.contains('x'));
+            path = words.nth(3).unwrap_or_default().to_owned();
             continue;
         }
         let kib: u64 = words.next().and_then(|v| v.parse().ok()).unwrap_or_default();
         let own = Path::new(&path) == binary;
         match first {
-            "Rss:" if own => out.binary_file += kib,
+            "Rss:" if own && executable => out.binary_code += kib,
+            "Rss:" if own => out.binary_rodata += kib,
             "Anonymous:" if own => {
-                out.binary_file -= kib.min(out.binary_file);
+                let clean = if executable { &mut out.binary_code } else { &mut out.binary_rodata };
+                *clean -= kib.min(*clean);
                 out.binary_dirty += kib;
             }
             "Rss:" if path == "[heap]" => out.heap += kib,
@@ -278,7 +284,15 @@ async fn measure(cloud: Cloud, binary: &Path) -> anyhow::Result<Run> {
         }
         None => local.operator_at(binary.to_owned(), &args),
     };
-    let mut operator = operator.stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
+    // The Deployment's environment: a developer's RUST_BACKTRACE would make every error value
+    // that captures a backtrace (azure_core's do, for answers handled as normal) walk the stack
+    // through the unwind tables, megabytes of the binary the operator never reads in a cluster.
+    let mut operator = operator
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
     let pid = operator.id().context("operator pid")?;
     let mut lines = BufReader::new(operator.stderr.take().context("stderr")?).lines();
     let (tx, mut logs) = mpsc::unbounded_channel::<Value>();
@@ -493,13 +507,14 @@ async fn main() -> anyhow::Result<()> {
     // single-cloud build <= 10 MiB.
     println!("\nFootprint per build and cloud (MiB; binary in MB; RSS after {RESYNCS} resyncs)\n");
     println!(
-        "{:<6} {:<6} {:>7} {:>6} {:>6} {:>6} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>5} {:>8} {:>7}  result",
+        "{:<6} {:<6} {:>7} {:>6} {:>6} {:>6} {:>6} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>5} {:>8} {:>7}  result",
         "build",
         "cloud",
         "binary",
         "steady",
         "VmHWM",
-        "bin",
+        "code",
+        "rodata",
         "bindirt",
         "libs",
         "heap",
@@ -515,13 +530,14 @@ async fn main() -> anyhow::Result<()> {
         let size = std::fs::metadata(&build.binary)?.len();
         let b = run.breakdown;
         println!(
-            "{:<6} {:<6} {:>7.1} {:>6} {:>6} {:>6} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>4}ms {:>6}ms {:>5}ms  {} (<= {target} MiB)",
+            "{:<6} {:<6} {:>7.1} {:>6} {:>6} {:>6} {:>6} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>4}ms {:>6}ms {:>5}ms  {} (<= {target} MiB)",
             build.name,
             cloud.name(),
             size as f64 / 1e6,
             mib(run.steady_kib),
             mib(run.peak_kib),
-            mib(b.binary_file),
+            mib(b.binary_code),
+            mib(b.binary_rodata),
             mib(b.binary_dirty),
             mib(b.libraries),
             mib(b.heap),
@@ -535,7 +551,8 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "\nbin: clean pages of the operator binary; bindirt: its written pages (relocations, .data); libs: \
+        "\ncode, rodata: clean pages of the operator binary's code and of its other mappings (read-only \
+         data, unwind tables); bindirt: its written pages (relocations, .data); libs: \
          shared libraries; heap: brk heap; anon: other anonymous mappings (mmap allocations, other \
          threads' arenas and stacks). GCP runs use gcp_plane_operator (the operator with the GCS plane \
          linked in), whose binary is larger than the shipped one; the size column is the shipped binary's."
