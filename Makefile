@@ -3,7 +3,7 @@ CARGO ?= cargo
 CRD_FILE := deploy/crds/managed.openshift.io_veleroinstalls.yaml
 CRATES := mvo-core mvo-provider-aws mvo-provider-gcp mvo-provider-azure mvo-testkit mvo-operator
 
-.PHONY: test testenv demo demo-takeover bench lint fmt crds check-crds check-crates bundle check-bundle
+.PHONY: test testenv demo demo-takeover bench layout release-prereqs lint fmt crds check-crds check-crates bundle check-bundle
 
 ## Run every test of the workspace (builds the local environment first when it is not cached).
 test: testenv
@@ -14,32 +14,60 @@ test: testenv
 ## build links them all. `make bench` measures each single-cloud build, `make docker-build
 ## CLOUD=aws` builds an image of one.
 CLOUDS := aws gcp azure
+# What the image ships: a static musl binary, release profile, linked with the code the operator
+# runs placed first (operator/link/ordered-lld.sh; `make layout` records that code).
+MUSL := x86_64-unknown-linux-musl
+RELEASE_DIR := target/$(MUSL)/release
+RELEASE_BUILD = CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --locked --release --target $(MUSL) -p mvo-operator
 BENCH_BUILDS := target/bench-builds
-# The operator as shipped (release profile), once with all clouds and once per cloud; with GCP
-# also its twin on the in-memory GCS plane (examples/gcp_plane_operator.rs). The binary and the
-# example are built apart so the example's dev-dependencies cannot change the binary's features.
-BENCH_BUILD = $(CARGO) build --locked --release -p mvo-operator
+# The binary and the GCP-plane example (examples/gcp_plane_operator.rs: the operator with the
+# in-memory GCS plane linked in) are built apart so the example's dev-dependencies cannot change
+# the binary's features.
 
 ## Measure the SPEC 14 budgets against the local environment, and the footprint (binary size,
-## steady and peak RSS) of the all-cloud and of each single-cloud release build on every cloud it
-## links: AWS on moto, GCP on the in-memory GCS plane, Azure on Azurite.
-bench: testenv
+## steady and peak RSS) of the all-cloud and of each single-cloud release build, as the image
+## ships them, on every cloud it links: AWS on moto, GCP on the in-memory GCS plane, Azure on Azurite.
+bench: testenv release-prereqs
 	rm -rf $(BENCH_BUILDS)
-	$(BENCH_BUILD) --bin managed-velero-operator
-	$(BENCH_BUILD) --example gcp_plane_operator
-	mkdir -p $(BENCH_BUILDS)/all
-	cp target/release/managed-velero-operator target/release/examples/gcp_plane_operator $(BENCH_BUILDS)/all/
-	for cloud in $(CLOUDS); do \
-	  mkdir -p $(BENCH_BUILDS)/$$cloud \
-	  && $(BENCH_BUILD) --no-default-features --features $$cloud --bin managed-velero-operator \
-	  && cp target/release/managed-velero-operator $(BENCH_BUILDS)/$$cloud/ \
-	  || exit 1; \
-	  if [ $$cloud = gcp ]; then \
-	    $(BENCH_BUILD) --no-default-features --features gcp --example gcp_plane_operator \
-	    && cp target/release/examples/gcp_plane_operator $(BENCH_BUILDS)/gcp/ || exit 1; \
+	for build in all $(CLOUDS); do \
+	  features=$$(if [ $$build = all ]; then echo default; else echo $$build; fi); \
+	  mkdir -p $(BENCH_BUILDS)/$$build \
+	  && $(RELEASE_BUILD) --no-default-features --features $$features --bin managed-velero-operator \
+	  && cp $(RELEASE_DIR)/managed-velero-operator $(BENCH_BUILDS)/$$build/ || exit 1; \
+	  if [ $$build != aws ] && [ $$build != azure ]; then \
+	    $(RELEASE_BUILD) --no-default-features --features $$features --example gcp_plane_operator \
+	    && cp $(RELEASE_DIR)/examples/gcp_plane_operator $(BENCH_BUILDS)/$$build/ || exit 1; \
 	  fi; \
 	done
 	$(CARGO) run --quiet --locked -p mvo-operator --example bench -- $(BENCH_BUILDS)
+
+LAYOUT_BUILDS := target/layout-builds
+## Record the functions the operator runs into operator/link/hot-functions.txt: the bench's
+## scenario (install, resyncs, Velero status churn, drift) on every cloud, the all-cloud build
+## with symbols run under callgrind. Rerun when `make bench` shows the code pages growing.
+layout: testenv release-prereqs
+	@command -v valgrind >/dev/null || { echo "layout: missing valgrind (apt-get install valgrind)"; exit 1; }
+	rm -rf $(LAYOUT_BUILDS) && mkdir -p $(LAYOUT_BUILDS)/all
+	$(RELEASE_BUILD) --profile layout --bin managed-velero-operator
+	$(RELEASE_BUILD) --profile layout --example gcp_plane_operator
+	cp target/$(MUSL)/layout/managed-velero-operator target/$(MUSL)/layout/examples/gcp_plane_operator \
+	  $(LAYOUT_BUILDS)/all/
+	MVO_BENCH_WRAP="valgrind --tool=callgrind --demangle=no --callgrind-out-file=$(CURDIR)/$(LAYOUT_BUILDS)/callgrind.%p" \
+	  $(CARGO) run --quiet --locked -p mvo-operator --example bench -- $(LAYOUT_BUILDS)
+	cat $(LAYOUT_BUILDS)/callgrind.* | sed -n -E 's/^c?fn=\([0-9]+\) //p' | sort -u \
+	  | operator/link/demangle.sh | grep -v -E '^(0x[0-9a-f]+|\(.*\))$$' | LC_ALL=C sort -u \
+	  > operator/link/hot-functions.txt
+	@wc -l operator/link/hot-functions.txt
+
+## The static musl release build needs the musl target and musl-gcc (ring's C code); its link
+## step needs binutils' nm and c++filt.
+release-prereqs:
+	@test -d "$$(rustc --print sysroot)/lib/rustlib/$(MUSL)" \
+	  || { echo "release build: missing the $(MUSL) target (rustup target add $(MUSL))"; exit 1; }
+	@for tool in musl-gcc:musl-tools nm:binutils c++filt:binutils; do \
+	  command -v $${tool%%:*} >/dev/null \
+	  || { echo "release build: missing $${tool%%:*} (apt-get install $${tool#*:})"; exit 1; }; \
+	done
 
 ## Build and cache the local environment outside the repo: etcd + test API server, moto venv,
 ## Azurite (npm).
