@@ -20,38 +20,42 @@ MUSL := x86_64-unknown-linux-musl
 RELEASE_DIR := target/$(MUSL)/release
 RELEASE_BUILD = CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --locked --release --target $(MUSL) -p mvo-operator
 BENCH_BUILDS := target/bench-builds
-# The binary and the GCP-plane example (examples/gcp_plane_operator.rs: the operator with the
-# in-memory GCS plane linked in) are built apart so the example's dev-dependencies cannot change
-# the binary's features.
+# The release builds into $(1)/<build>/: all clouds and one per cloud, each with its GCP-plane twin
+# when it links GCP (examples/gcp_plane_operator.rs: the operator with the in-memory GCS plane).
+# Binary and example are built apart so the example's dev-dependencies cannot change the binary's
+# features.
+define release_builds
+	rm -rf $(1)
+	for build in all $(CLOUDS); do \
+	  features=$$(if [ $$build = all ]; then echo default; else echo $$build; fi); \
+	  mkdir -p $(1)/$$build \
+	  && $(RELEASE_BUILD) --no-default-features --features $$features --bin managed-velero-operator \
+	  && cp $(RELEASE_DIR)/managed-velero-operator $(1)/$$build/ || exit 1; \
+	  if [ $$build != aws ] && [ $$build != azure ]; then \
+	    $(RELEASE_BUILD) --no-default-features --features $$features --example gcp_plane_operator \
+	    && cp $(RELEASE_DIR)/examples/gcp_plane_operator $(1)/$$build/ || exit 1; \
+	  fi; \
+	done
+endef
 
 ## Measure the SPEC 14 budgets against the local environment, and the footprint (binary size,
 ## steady and peak RSS) of the all-cloud and of each single-cloud release build, as the image
 ## ships them, on every cloud it links: AWS on moto, GCP on the in-memory GCS plane, Azure on Azurite.
 bench: testenv release-prereqs
-	rm -rf $(BENCH_BUILDS)
-	for build in all $(CLOUDS); do \
-	  features=$$(if [ $$build = all ]; then echo default; else echo $$build; fi); \
-	  mkdir -p $(BENCH_BUILDS)/$$build \
-	  && $(RELEASE_BUILD) --no-default-features --features $$features --bin managed-velero-operator \
-	  && cp $(RELEASE_DIR)/managed-velero-operator $(BENCH_BUILDS)/$$build/ || exit 1; \
-	  if [ $$build != aws ] && [ $$build != azure ]; then \
-	    $(RELEASE_BUILD) --no-default-features --features $$features --example gcp_plane_operator \
-	    && cp $(RELEASE_DIR)/examples/gcp_plane_operator $(BENCH_BUILDS)/$$build/ || exit 1; \
-	  fi; \
-	done
+	$(call release_builds,$(BENCH_BUILDS))
 	$(CARGO) run --quiet --locked -p mvo-operator --example bench -- $(BENCH_BUILDS)
 
 LAYOUT_BUILDS := target/layout-builds
 ## Record the functions the operator runs into operator/link/hot-functions.txt: the bench's
-## scenario (install, resyncs, Velero status churn, drift) on every cloud, the all-cloud build
-## with symbols run under callgrind. Rerun when `make bench` shows the code pages growing.
+## scenario (install, resyncs, Velero status churn, drift) run under callgrind, with the
+## unstripped twin of every release build on every cloud it links (the union of their names).
+## Rerun after dependency or toolchain updates, when `make bench` shows the code pages growing.
 layout: testenv release-prereqs
 	@command -v valgrind >/dev/null || { echo "layout: missing valgrind (apt-get install valgrind)"; exit 1; }
-	rm -rf $(LAYOUT_BUILDS) && mkdir -p $(LAYOUT_BUILDS)/all
-	$(RELEASE_BUILD) --profile layout --bin managed-velero-operator
-	$(RELEASE_BUILD) --profile layout --example gcp_plane_operator
-	cp target/$(MUSL)/layout/managed-velero-operator target/$(MUSL)/layout/examples/gcp_plane_operator \
-	  $(LAYOUT_BUILDS)/all/
+	$(call release_builds,$(LAYOUT_BUILDS))
+	for binary in $(LAYOUT_BUILDS)/*/*; do \
+	  twin=$$(operator/link/unstripped-twin.sh $$binary $(RELEASE_DIR)) && cp $$twin $$binary || exit 1; \
+	done
 	MVO_BENCH_WRAP="valgrind --tool=callgrind --demangle=no --callgrind-out-file=$(CURDIR)/$(LAYOUT_BUILDS)/callgrind.%p" \
 	  $(CARGO) run --quiet --locked -p mvo-operator --example bench -- $(LAYOUT_BUILDS)
 	cat $(LAYOUT_BUILDS)/callgrind.* | sed -n -E 's/^c?fn=\([0-9]+\) //p' | sort -u \
@@ -60,11 +64,11 @@ layout: testenv release-prereqs
 	@wc -l operator/link/hot-functions.txt
 
 ## The static musl release build needs the musl target and musl-gcc (ring's C code); its link
-## step needs binutils' nm and c++filt.
+## step needs binutils' nm, c++filt and strip.
 release-prereqs:
 	@test -d "$$(rustc --print sysroot)/lib/rustlib/$(MUSL)" \
 	  || { echo "release build: missing the $(MUSL) target (rustup target add $(MUSL))"; exit 1; }
-	@for tool in musl-gcc:musl-tools nm:binutils c++filt:binutils; do \
+	@for tool in musl-gcc:musl-tools nm:binutils c++filt:binutils strip:binutils; do \
 	  command -v $${tool%%:*} >/dev/null \
 	  || { echo "release build: missing $${tool%%:*} (apt-get install $${tool#*:})"; exit 1; }; \
 	done

@@ -18,9 +18,19 @@
 set -u
 
 # Files of this link are named after its output (`-o path`): a binary and an example share OUT_DIR.
+# A requested strip is done after the link, keeping the unstripped twin for `make layout`:
+# callgrind needs names, and only a twin of the shipped binary has exactly its functions (LLVM
+# merges identical functions, and which name survives changes with the crate hashes, i.e. with
+# any profile or feature change; each hot function missed costs up to 64 KiB).
 out=a.out
 previous=
+strip_after=
 for arg in "$@"; do
+    shift
+    case $arg in
+    -s | --strip-all) strip_after=yes ;;
+    *) set -- "$@" "$arg" ;;
+    esac
     [ "$previous" = -o ] && out=$arg
     previous=$arg
 done
@@ -62,4 +72,7 @@ if ! order_symbols "$@" 2>"$work/errors"; then
     : >"$work/symbol-order"
 fi
 
-exec "$MVO_REAL_LLD" -flavor gnu "$@" --symbol-ordering-file="$work/symbol-order" --no-warn-symbol-ordering
+"$MVO_REAL_LLD" -flavor gnu "$@" --symbol-ordering-file="$work/symbol-order" --no-warn-symbol-ordering || exit
+if [ -n "$strip_after" ]; then
+    cp "$out" "$work/unstripped" && strip --strip-all "$out"
+fi

@@ -1,6 +1,6 @@
 //! The link step that places the code the operator runs first (operator/link/, README
-//! "Footprint"): the wrapper run on a real object compiled with v0 names, with a recording
-//! stand-in for lld, and the committed hot list's shape.
+//! "Footprint"): the wrapper linking a real object compiled with v0 names with the toolchain's
+//! rust-lld, the demangling, and the committed hot list's shape.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,12 +26,13 @@ impl Drop for Scratch {
     }
 }
 
+/// Cold functions first, so that the default order would fail the test.
 const CRATE_SOURCE: &str = r#"
-pub fn hot_path(x: u32) -> u32 { x.wrapping_mul(3) }
+pub fn use_generic() -> (u16, u8) { (generic::<u16>(), generic::<u8>()) }
 pub fn cold_path(x: u32) -> u32 { x.wrapping_add(7) }
+pub fn hot_path(x: u32) -> u32 { x.wrapping_mul(3) }
 #[inline(never)]
 pub fn generic<T: Default>() -> T { T::default() }
-pub fn use_generic() -> (u8, u16) { (generic::<u8>(), generic::<u16>()) }
 "#;
 
 /// Compiles [`CRATE_SOURCE`] to an object with v0 symbol names, as the musl release build does.
@@ -50,20 +51,39 @@ fn compile_object(scratch: &Path) -> PathBuf {
     object
 }
 
-/// Runs ordered-lld.sh with a stand-in lld that records its arguments; returns (arguments of
-/// the stand-in, symbol order, report).
-fn link(scratch: &Path, object: &Path, hot_functions: &Path) -> (String, String, String) {
-    let recorded = scratch.join("lld-args");
-    let fake_lld = scratch.join("fake-lld");
-    std::fs::write(&fake_lld, format!("#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}'\n", recorded.display()))
-        .expect("fake lld");
-    std::fs::set_permissions(&fake_lld, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+/// The toolchain's rust-lld, as operator/build.rs finds it.
+fn rust_lld() -> PathBuf {
+    let rustc = |args: &[&str]| {
+        let out = Command::new("rustc").args(args).output().expect("rustc runs");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let host =
+        rustc(&["-vV"]).lines().find_map(|l| l.strip_prefix("host: ")).expect("host").trim().to_owned();
+    let lld =
+        Path::new(rustc(&["--print", "sysroot"]).trim()).join("lib/rustlib").join(host).join("bin/rust-lld");
+    assert!(lld.is_file(), "{} missing", lld.display());
+    lld
+}
+
+/// What one run of ordered-lld.sh left: the output, the twin it kept, the order and the report.
+struct Linked {
+    output: PathBuf,
+    twin: PathBuf,
+    order: String,
+    report: String,
+}
+
+/// Links `object` into a stripped shared object with ordered-lld.sh and the real rust-lld.
+fn link(scratch: &Path, object: &Path, hot_functions: &Path) -> Linked {
+    let output = scratch.join("libhotcold.so");
     let layout = scratch.join("layout");
     let status = Command::new("sh")
         .arg(link_dir().join("ordered-lld.sh"))
+        .args(["-shared", "--strip-all"])
         .arg(object)
-        .args(["-o", "target/operator-bin"])
-        .env("MVO_REAL_LLD", &fake_lld)
+        .arg("-o")
+        .arg(&output)
+        .env("MVO_REAL_LLD", rust_lld())
         .env("MVO_HOT_FUNCTIONS", hot_functions)
         .env("MVO_LAYOUT_DIR", &layout)
         .status()
@@ -71,7 +91,31 @@ fn link(scratch: &Path, object: &Path, hot_functions: &Path) -> (String, String,
     assert!(status.success(), "the wrapper must always link");
     let read =
         |path: PathBuf| std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    (read(recorded), read(layout.join("operator-bin/symbol-order")), read(layout.join("operator-bin/report")))
+    let work = layout.join("libhotcold.so");
+    Linked {
+        output,
+        twin: work.join("unstripped"),
+        order: read(work.join("symbol-order")),
+        report: read(work.join("report")),
+    }
+}
+
+/// The functions of `binary` by address, demangled as the hot list names them.
+fn functions_by_address(binary: &Path) -> Vec<String> {
+    let out =
+        Command::new("nm").args(["--defined-only", "--numeric-sort"]).arg(binary).output().expect("nm runs");
+    let listing = String::from_utf8(out.stdout).expect("utf-8");
+    listing
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(2))
+        .map(demangled)
+        .filter(|name| name.starts_with("hotcold::"))
+        .collect()
+}
+
+fn has_symbol_table(binary: &Path) -> bool {
+    let out = Command::new("readelf").arg("-S").arg(binary).output().expect("readelf runs");
+    String::from_utf8_lossy(&out.stdout).contains(".symtab")
 }
 
 fn demangled(mangled: &str) -> String {
@@ -90,29 +134,37 @@ fn demangled(mangled: &str) -> String {
 }
 
 #[test]
-fn hot_functions_are_named_to_lld_by_their_mangled_names_and_cold_ones_are_not() {
+fn hot_functions_are_placed_first_and_the_stripped_output_keeps_an_unstripped_twin() {
     let scratch = Scratch::new("order");
     let object = compile_object(&scratch.0);
     let hot = scratch.0.join("hot-functions.txt");
     std::fs::write(&hot, "hotcold::generic::<u8>\nhotcold::hot_path\nmemcpy\nnot_in_this_binary::f\n")
         .expect("list");
 
-    let (lld_args, order, report) = link(&scratch.0, &object, &hot);
+    let linked = link(&scratch.0, &object, &hot);
 
-    let order: Vec<&str> = order.lines().collect();
-    let names: Vec<String> = order.iter().map(|symbol| demangled(symbol)).collect();
-    assert!(order.iter().any(|s| s.starts_with("_R")), "v0 mangled names go to lld: {order:?}");
-    for expected in ["hotcold::hot_path", "hotcold::generic::<u8>", "memcpy"] {
-        assert!(names.iter().any(|n| n == expected), "{expected} placed first: {names:?}");
+    assert!(
+        linked.order.lines().any(|s| s.starts_with("_R")),
+        "v0 mangled names go to lld: {}",
+        linked.order
+    );
+    assert!(
+        linked.order.lines().any(|s| s == "memcpy"),
+        "hot C symbols are named as they are: {}",
+        linked.order
+    );
+    assert!(linked.report.starts_with("symbol order: 2 of "), "{}", linked.report);
+    let by_address = functions_by_address(&linked.twin);
+    let position = |name: &str| {
+        by_address.iter().position(|n| n == name).unwrap_or_else(|| panic!("{name} not in {by_address:?}"))
+    };
+    for hot in ["hotcold::hot_path", "hotcold::generic::<u8>"] {
+        for cold in ["hotcold::cold_path", "hotcold::generic::<u16>", "hotcold::use_generic"] {
+            assert!(position(hot) < position(cold), "{hot} before {cold}: {by_address:?}");
+        }
     }
-    for cold in ["hotcold::cold_path", "hotcold::generic::<u16>", "hotcold::use_generic"] {
-        assert!(!names.iter().any(|n| n == cold), "{cold} is not hot: {names:?}");
-    }
-    assert!(report.starts_with("symbol order: 2 of "), "{report}");
-    let args: Vec<&str> = lld_args.lines().collect();
-    assert_eq!(args[..2], ["-flavor", "gnu"], "{args:?}");
-    assert!(args.contains(&object.to_str().expect("utf-8")), "the link arguments are passed on: {args:?}");
-    assert!(args.iter().any(|a| a.starts_with("--symbol-ordering-file=")), "{args:?}");
+    assert!(has_symbol_table(&linked.twin), "the twin keeps its symbols");
+    assert!(!has_symbol_table(&linked.output), "the output is stripped as asked");
 }
 
 #[test]
@@ -120,11 +172,11 @@ fn a_missing_hot_list_links_in_the_default_order() {
     let scratch = Scratch::new("missing");
     let object = compile_object(&scratch.0);
 
-    let (lld_args, order, report) = link(&scratch.0, &object, &scratch.0.join("absent.txt"));
+    let linked = link(&scratch.0, &object, &scratch.0.join("absent.txt"));
 
-    assert!(order.is_empty(), "{order}");
-    assert!(report.starts_with("symbol order: not computed"), "{report}");
-    assert!(lld_args.contains("--symbol-ordering-file="), "{lld_args}");
+    assert!(linked.order.is_empty(), "{}", linked.order);
+    assert!(linked.report.starts_with("symbol order: not computed"), "{}", linked.report);
+    assert!(linked.output.is_file() && !has_symbol_table(&linked.output));
 }
 
 #[test]
