@@ -2,31 +2,16 @@
 //! with `{:?}` without the material. Each source is formatted after it has loaded (and cached)
 //! its credential, which is when a derived `Debug` would print it.
 
-use std::{path::PathBuf, sync::Arc};
+use std::sync::Arc;
 
 use mvo_core::{CredentialSource, Platform, ProviderConfig};
+use mvo_testkit::ScratchDir;
 use serde_json::json;
 
 const AWS_SECRET: &str = "mvo-debug-aws-secret-access-key-7d1f";
 const AWS_SESSION: &str = "mvo-debug-aws-session-token-0b9e";
 const GCP_KEY_BODY: &str = "MVODEBUGPRIVATEKEYMATERIAL4c2a";
 const GCP_KEY_ID: &str = "mvo-debug-private-key-id-88e1";
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(what: &str) -> Dir {
-        let dir = std::env::temp_dir().join(format!("mvo-debug-{what}-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Dir(dir)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn assert_clean(what: &str, printed: &str, secrets: &[&str]) {
     for secret in secrets {
@@ -36,9 +21,9 @@ fn assert_clean(what: &str, printed: &str, secrets: &[&str]) {
 
 #[tokio::test]
 async fn aws_credential_types_never_debug_print_key_material() {
-    let dir = Dir::new("aws");
+    let dir = ScratchDir::new("mvo-debug-aws").expect("scratch dir");
     std::fs::write(
-        dir.0.join("credentials"),
+        dir.join("credentials"),
         format!(
             "[default]\naws_access_key_id = AKIAMVODEBUG\naws_secret_access_key = {AWS_SECRET}\n\
              aws_session_token = {AWS_SESSION}\n"
@@ -48,7 +33,7 @@ async fn aws_credential_types_never_debug_print_key_material() {
     let config = ProviderConfig {
         platform: "AWS".into(),
         region: Some("eu-west-1".into()),
-        credentials_dir: dir.0.clone(),
+        credentials_dir: dir.to_path_buf(),
         ..Default::default()
     };
     let platform = mvo_provider_aws::AwsPlatform::new(&config).expect("platform");
@@ -68,7 +53,7 @@ async fn aws_credential_types_never_debug_print_key_material() {
 
 #[tokio::test]
 async fn gcp_credential_types_never_debug_print_key_material() {
-    let dir = Dir::new("gcp");
+    let dir = ScratchDir::new("mvo-debug-gcp").expect("scratch dir");
     let key = json!({
         "type": "service_account",
         "project_id": "mvo-debug-project",
@@ -77,16 +62,16 @@ async fn gcp_credential_types_never_debug_print_key_material() {
         "client_email": "mvo@mvo-debug-project.iam.gserviceaccount.com",
         "token_uri": "https://oauth2.googleapis.com/token"
     });
-    std::fs::write(dir.0.join(mvo_provider_gcp::SERVICE_ACCOUNT_FILE), key.to_string()).expect("key file");
+    std::fs::write(dir.join(mvo_provider_gcp::SERVICE_ACCOUNT_FILE), key.to_string()).expect("key file");
     let config = ProviderConfig {
         platform: "GCP".into(),
         region: Some("europe-west4".into()),
         facts: [(mvo_provider_gcp::PROJECT_ID_FACT.to_owned(), "mvo-debug-project".to_owned())].into(),
-        credentials_dir: dir.0.clone(),
+        credentials_dir: dir.to_path_buf(),
         ..Default::default()
     };
     let platform = mvo_provider_gcp::GcpPlatform::new(&config).expect("platform");
-    let source = Arc::new(mvo_provider_gcp::FileCredentialSource::new(&dir.0));
+    let source = Arc::new(mvo_provider_gcp::FileCredentialSource::new(&dir));
     let credential = source.credential().await.expect("service-account key loads");
     let platform_source = platform.credential_source();
     platform_source.credential().await.expect("the platform's source loads too");

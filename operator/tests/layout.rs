@@ -5,25 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use mvo_testkit::ScratchDir;
+
 fn link_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("link")
-}
-
-/// A scratch directory, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("mvo-layout-{name}-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Cold functions first, so that the default order would fail the test.
@@ -135,13 +120,13 @@ fn demangled(mangled: &str) -> String {
 
 #[test]
 fn hot_functions_are_placed_first_and_the_stripped_output_keeps_an_unstripped_twin() {
-    let scratch = Scratch::new("order");
-    let object = compile_object(&scratch.0);
-    let hot = scratch.0.join("hot-functions.txt");
+    let scratch = ScratchDir::new("mvo-layout").expect("scratch dir");
+    let object = compile_object(&scratch);
+    let hot = scratch.join("hot-functions.txt");
     std::fs::write(&hot, "hotcold::generic::<u8>\nhotcold::hot_path\nmemcpy\nnot_in_this_binary::f\n")
         .expect("list");
 
-    let linked = link(&scratch.0, &object, &hot);
+    let linked = link(&scratch, &object, &hot);
 
     assert!(
         linked.order.lines().any(|s| s.starts_with("_R")),
@@ -169,10 +154,10 @@ fn hot_functions_are_placed_first_and_the_stripped_output_keeps_an_unstripped_tw
 
 #[test]
 fn a_missing_hot_list_links_in_the_default_order() {
-    let scratch = Scratch::new("missing");
-    let object = compile_object(&scratch.0);
+    let scratch = ScratchDir::new("mvo-layout").expect("scratch dir");
+    let object = compile_object(&scratch);
 
-    let linked = link(&scratch.0, &object, &scratch.0.join("absent.txt"));
+    let linked = link(&scratch, &object, &scratch.join("absent.txt"));
 
     assert!(linked.order.is_empty(), "{}", linked.order);
     assert!(linked.report.starts_with("symbol order: not computed"), "{}", linked.report);

@@ -37,6 +37,8 @@ use kube::{
 };
 use serde_json::json;
 
+use crate::scratch::{KEEP_SCRATCH, ScratchDir};
+
 mod azurite;
 
 pub use azurite::{AZURITE_ACCOUNT, AzuriteEnv};
@@ -122,18 +124,18 @@ fn cached_bin_dir(script: &str) -> Result<PathBuf, EnvError> {
 /// Starts a shell that kills `pids` once process `owner` is gone and then removes the instance's
 /// directory, so shared instances (never dropped: they live in statics) outlive neither the test
 /// binary that started them nor leave their data behind (an API server's etcd is ~60 MB).
-fn spawn_watchdog(owner: u32, pids: &[u32], dir: &InstanceDir) -> Result<(), EnvError> {
+fn spawn_watchdog(owner: u32, pids: &[u32], dir: &ScratchDir) -> Result<(), EnvError> {
     let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
     let mut script = format!(
         "while kill -0 {owner} 2>/dev/null; do sleep 0.5; done; kill {pids} 2>/dev/null; sleep 2; kill -9 {pids} 2>/dev/null",
         pids = pids.join(" ")
     );
-    if std::env::var_os(KEEP_DIRS).is_none() {
+    if std::env::var_os(KEEP_SCRATCH).is_none() {
         script.push_str("; rm -rf \"$0\"");
     }
     Command::new("sh")
         .args(["-c", &script])
-        .arg(&dir.0)
+        .arg(dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -152,33 +154,10 @@ fn free_port() -> Result<u16, EnvError> {
     Ok(listener.local_addr().map_err(io("picking a free port"))?.port())
 }
 
-/// A temporary directory for one environment instance, removed on drop.
-#[derive(Debug)]
-struct InstanceDir(PathBuf);
-
-impl InstanceDir {
-    fn new(prefix: &str) -> Result<Self, EnvError> {
-        let dir = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
-        Ok(InstanceDir(dir))
-    }
-}
-
-/// Set to keep instance directories (etcd data, logs) after the instance stops.
-const KEEP_DIRS: &str = "MVO_TESTENV_KEEP";
-
-impl Drop for InstanceDir {
-    fn drop(&mut self) {
-        if std::env::var_os(KEEP_DIRS).is_none() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 /// A running etcd + test API server.
 #[derive(Debug)]
 pub struct KubeEnv {
-    dir: InstanceDir,
+    dir: ScratchDir,
     server: String,
     pids: Vec<u32>,
 }
@@ -208,9 +187,9 @@ impl KubeEnv {
                 return Err(EnvError::MissingBinary { what, path: bin.join(file), build: "make testenv" });
             }
         }
-        let dir = InstanceDir::new("mvo-kube")?;
+        let dir = ScratchDir::new("mvo-kube").map_err(io("creating the API server directory"))?;
         let output = Command::new(scripts_dir().join("start-apiserver.sh"))
-            .arg(&dir.0)
+            .arg(dir.path())
             .env("MVO_TEST_APISERVER_BIN", bin.join("mvo-test-apiserver"))
             .env("ETCD_BIN", bin.join("etcd"))
             .stdin(Stdio::null())
@@ -218,7 +197,7 @@ impl KubeEnv {
             .map_err(io("running start-apiserver.sh"))?;
         let pids: Vec<u32> = ["apiserver.pid", "etcd.pid"]
             .iter()
-            .filter_map(|f| std::fs::read_to_string(dir.0.join(f)).ok())
+            .filter_map(|f| std::fs::read_to_string(dir.path().join(f)).ok())
             .filter_map(|pid| pid.trim().parse().ok())
             .collect();
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -237,13 +216,13 @@ impl KubeEnv {
 
     /// Path of an admin kubeconfig (client certificate in `system:masters`).
     pub fn kubeconfig_path(&self) -> PathBuf {
-        self.dir.0.join("admin.kubeconfig")
+        self.dir.path().join("admin.kubeconfig")
     }
 
     /// Path of a kubeconfig for the operator's ServiceAccount ([`OPERATOR_USER`]), without
     /// applying any RBAC; see [`KubeEnv::operator_kubeconfig`].
     pub fn operator_kubeconfig_path(&self) -> PathBuf {
-        self.dir.0.join("operator.kubeconfig")
+        self.dir.path().join("operator.kubeconfig")
     }
 
     /// Applies `deploy/`'s RBAC (granting its namespaced Role also in `namespaces`, see
@@ -313,12 +292,12 @@ impl KubeEnv {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.0.join("apiserver.log"))
+            .open(self.dir.path().join("apiserver.log"))
             .map_err(io("opening apiserver.log"))?;
         let log_err = log.try_clone().map_err(io("opening apiserver.log"))?;
         let child = Command::new(program)
             .args(args)
-            .current_dir(&self.dir.0)
+            .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -600,7 +579,7 @@ pub struct S3Env {
     /// Where moto records requests, for [`S3Env::start_recorded`] instances.
     recording: Option<PathBuf>,
     child: Option<Child>,
-    dir: InstanceDir,
+    dir: ScratchDir,
 }
 
 static SHARED_S3: OnceLock<Result<S3Env, String>> = OnceLock::new();
@@ -637,9 +616,9 @@ impl S3Env {
         if !python.is_file() {
             return Err(EnvError::MissingBinary { what: "moto venv", path: python, build: "make testenv" });
         }
-        let dir = InstanceDir::new("mvo-moto")?;
+        let dir = ScratchDir::new("mvo-moto").map_err(io("creating the moto directory"))?;
         let port = free_port()?;
-        let recording = recorded.then(|| dir.0.join("recording.jsonl"));
+        let recording = recorded.then(|| dir.path().join("recording.jsonl"));
         let mut env =
             S3Env { endpoint: format!("http://127.0.0.1:{port}"), python, port, recording, child: None, dir };
         env.spawn()?;
@@ -651,7 +630,7 @@ impl S3Env {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.0.join("moto.log"))
+            .open(self.dir.path().join("moto.log"))
             .map_err(io("creating moto.log"))?;
         let log_err = log.try_clone().map_err(io("creating moto.log"))?;
         let mut command = Command::new(&self.python);
@@ -710,7 +689,7 @@ impl S3Env {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                let log = std::fs::read_to_string(self.dir.0.join("moto.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(self.dir.path().join("moto.log")).unwrap_or_default();
                 return Err(EnvError::Start { what: "moto", detail: format!("exited with {status}: {log}") });
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -12,6 +12,7 @@
 //! - [`mvo`]: the objects the Go managed-velero-operator leaves in a cluster, for takeover tests.
 //! - [`jobs`]: the Job controller and kubelet for the Velero CRD Job, which the test API server
 //!   lacks.
+//! - [`ScratchDir`]: a temporary directory removed when dropped.
 
 pub mod contract;
 pub mod env;
@@ -20,7 +21,9 @@ pub mod jobs;
 pub mod memory;
 pub mod mvo;
 pub mod proxy;
+pub mod scratch;
 
 pub use contract::{Backdoor, Fault, Harness};
 pub use memory::{InMemoryCloud, InMemoryPlatform};
 pub use proxy::{FaultProxy, Mode as ProxyMode};
+pub use scratch::ScratchDir;

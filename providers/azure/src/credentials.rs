@@ -299,36 +299,12 @@ impl TokenCredential for SdkCredential {
 mod tests {
     use super::*;
 
-    /// A mounted-secret directory, removed when dropped.
-    struct SecretDir(PathBuf);
-
-    impl std::ops::Deref for SecretDir {
-        type Target = Path;
-        fn deref(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for SecretDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn dir(files: &[(&str, &str)]) -> SecretDir {
-        let dir = std::env::temp_dir().join(format!("mvo-azure-cred-{}", uuid_like()));
-        std::fs::create_dir_all(&dir).expect("dir");
+    fn dir(files: &[(&str, &str)]) -> mvo_testkit::ScratchDir {
+        let dir = mvo_testkit::ScratchDir::new("mvo-azure-cred").expect("dir");
         for (name, content) in files {
             std::fs::write(dir.join(name), content).expect("write");
         }
-        SecretDir(dir)
-    }
-
-    fn uuid_like() -> String {
-        format!("{}-{:?}", std::process::id(), std::time::Instant::now())
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .collect()
+        dir
     }
 
     #[test]

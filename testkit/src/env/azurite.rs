@@ -18,7 +18,8 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use super::{EnvError, InstanceDir, cached_bin_dir, free_port, io, spawn_watchdog};
+use super::{EnvError, cached_bin_dir, free_port, io, spawn_watchdog};
+use crate::ScratchDir;
 
 /// The emulator's well-known account.
 pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
@@ -31,7 +32,7 @@ pub struct AzuriteEnv {
     endpoint: String,
     ca_pem: Vec<u8>,
     child: Option<Child>,
-    dir: InstanceDir,
+    dir: ScratchDir,
 }
 
 static SHARED_AZURITE: OnceLock<Result<AzuriteEnv, String>> = OnceLock::new();
@@ -58,16 +59,17 @@ impl AzuriteEnv {
         if !azurite.is_file() {
             return Err(EnvError::MissingBinary { what: "Azurite", path: azurite, build: "make testenv" });
         }
-        let dir = InstanceDir::new("mvo-azurite")?;
-        let (cert, key, ca_pem) = make_certificates(&dir.0)?;
-        let log = std::fs::File::create(dir.0.join("azurite.log")).map_err(io("creating azurite.log"))?;
+        let dir = ScratchDir::new("mvo-azurite").map_err(io("creating the Azurite directory"))?;
+        let (cert, key, ca_pem) = make_certificates(dir.path())?;
+        let log =
+            std::fs::File::create(dir.path().join("azurite.log")).map_err(io("creating azurite.log"))?;
         let log_err = log.try_clone().map_err(io("creating azurite.log"))?;
         let port = free_port()?;
         let port_arg = port.to_string();
         let mut command = Command::new(&azurite);
         if std::env::var_os("MVO_TESTENV_KEEP").is_some() {
             // Kept instances are for debugging: log every request and answer.
-            command.arg("--debug").arg(dir.0.join("debug.log"));
+            command.arg("--debug").arg(dir.path().join("debug.log"));
         }
         let child = command
             .args(["--blobHost", "127.0.0.1", "--blobPort", &port_arg, "--inMemoryPersistence"])
@@ -77,7 +79,7 @@ impl AzuriteEnv {
             .arg(&key)
             .args(["--oauth", "basic", "--skipApiVersionCheck", "--silent"])
             // In memory, nothing is written; anything Azurite still writes lands in the instance dir.
-            .current_dir(&dir.0)
+            .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -99,7 +101,7 @@ impl AzuriteEnv {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                let log = std::fs::read_to_string(self.dir.0.join("azurite.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(self.dir.path().join("azurite.log")).unwrap_or_default();
                 return Err(EnvError::Start {
                     what: "Azurite",
                     detail: format!("exited with {status}: {log}"),

@@ -1,21 +1,20 @@
 //! The operator's credentials from a mounted secret directory: static key files with rotation,
 //! a shared-credentials file, and STS web identity against moto.
 
-use std::{path::PathBuf, sync::Arc};
+use std::sync::Arc;
 
 use mvo_core::{CredentialMaterial, Error, Platform};
 use mvo_provider_aws::AwsPlatform;
+use mvo_testkit::ScratchDir;
 
 use super::common::{REGION, bucket_name, config};
 
 /// A fresh secret directory, removed on drop.
-struct SecretDir(PathBuf);
+struct SecretDir(ScratchDir);
 
 impl SecretDir {
     fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("mvo-aws-secret-{}", &bucket_name("s")[4..]));
-        std::fs::create_dir_all(&dir).expect("dir");
-        SecretDir(dir)
+        SecretDir(ScratchDir::new("mvo-aws-secret").expect("dir"))
     }
 
     fn write(&self, file: &str, content: &str) {
@@ -27,14 +26,8 @@ impl SecretDir {
 
     fn platform(&self) -> AwsPlatform {
         let mut config = config(REGION);
-        config.credentials_dir = self.0.clone();
+        config.credentials_dir = self.0.to_path_buf();
         AwsPlatform::new(&config).expect("platform")
-    }
-}
-
-impl Drop for SecretDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
