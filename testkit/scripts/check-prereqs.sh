@@ -15,6 +15,9 @@ need() {  # need TOOL WHY
 need cargo "the Rust toolchain: https://rustup.rs"
 need flock "util-linux: serializes concurrent environment builds"
 need sha256sum "coreutils: cache keys"
+for tool in nm c++filt readelf strip; do
+  need "$tool" "binutils: the release link's symbol ordering, tested by operator/tests/layout.rs"
+done
 need python3 "runs the moto S3/STS server; apt-get install python3 python3-venv"
 if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
   echo "testenv: missing Python venv support (python3 -m venv fails; apt-get install python3-venv)" >&2
