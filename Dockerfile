@@ -13,7 +13,7 @@ ENV MVO_GIT_HASH=$MVO_GIT_HASH
 ARG CARGO_FEATURES=default
 # musl-gcc compiles ring's C and assembly for the musl target (rustls' crypto provider). The
 # link step (operator/build.rs, operator/link/ordered-lld.sh) places the code the operator runs
-# first with the toolchain's rust-lld and binutils' nm and c++filt, which this image has.
+# first with the toolchain's rust-lld and binutils' nm, c++filt and strip, which this image has.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends musl-tools \
     && rm -rf /var/lib/apt/lists/* \
@@ -22,8 +22,8 @@ ENV CC_x86_64_unknown_linux_musl=musl-gcc
 WORKDIR /src
 COPY . .
 # The release profile (Cargo.toml): size first, fat LTO, symbols stripped; .cargo/config.toml
-# names symbols with the v0 scheme for this target (the hot list matches names). The registry and target
-# dirs are cache mounts, so the binary is copied out in the same step.
+# names symbols with the v0 scheme for this target (the hot list matches names). The registry
+# and target dirs are cache mounts, so the binary is copied out in the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --target "$TARGET" -p mvo-operator --bin managed-velero-operator \

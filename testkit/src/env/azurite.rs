@@ -19,7 +19,7 @@ use std::{
 };
 
 use super::{EnvError, cached_bin_dir, free_port, io, spawn_watchdog};
-use crate::ScratchDir;
+use crate::scratch::{KEEP_SCRATCH, ScratchDir};
 
 /// The emulator's well-known account.
 pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
@@ -67,7 +67,7 @@ impl AzuriteEnv {
         let port = free_port()?;
         let port_arg = port.to_string();
         let mut command = Command::new(&azurite);
-        if std::env::var_os("MVO_TESTENV_KEEP").is_some() {
+        if std::env::var_os(KEEP_SCRATCH).is_some() {
             // Kept instances are for debugging: log every request and answer.
             command.arg("--debug").arg(dir.path().join("debug.log"));
         }
